@@ -1,0 +1,93 @@
+"""The ``stackcheck`` command: a thin shell over the library."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from stackcheck import engine, images
+from stackcheck.errors import StackcheckError
+
+
+def _offline_default() -> bool:
+    return os.environ.get("STACKCHECK_OFFLINE", "") not in ("", "0", "false", "no")
+
+
+def cmd_engine_ensure(args: argparse.Namespace) -> int:
+    info = engine.ensure_engine(install=not args.no_install)
+    how = "started by stackcheck" if info.started_by_us else "already running"
+    print(f"engine {info.version} (API {info.api_version}) at {info.host}: {how}")
+    return 0
+
+
+def cmd_images_build(args: argparse.Namespace) -> int:
+    builder = images.ImageBuilder(engine.client(), offline=args.offline, progress=_say)
+    started = time.monotonic()
+    results = builder.build(only=args.only, force=args.force)
+    built = sum(r.status is images.BuildStatus.BUILT for r in results)
+    _say(f"{len(results)} images, {built} built, {len(results) - built} up to date, {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def cmd_images_list(args: argparse.Namespace) -> int:
+    rows = images.ImageBuilder(engine.client(), offline=args.offline).status()
+    print(f"{'image':<16} {'state':<8} {'size':>9}  tag")
+    for row in rows:
+        size = f"{row.size_mb:.0f} MB" if row.size_mb is not None else "-"
+        print(f"{row.name:<16} {'present' if row.present else 'MISSING':<8} {size:>9}  {row.tag}")
+    missing = [r.name for r in rows if not r.present]
+    if missing:
+        print(f"\nmissing: {' '.join(missing)} -> stackcheck images build --offline --only {' --only '.join(missing)}")
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="stackcheck", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    eng = sub.add_parser("engine", help="the Docker engine").add_subparsers(dest="action", required=True)
+    ensure = eng.add_parser("ensure", help="find a running engine, or install and start dockerd (root, Debian)")
+    ensure.add_argument("--no-install", action="store_true", help="never install docker.io")
+    ensure.set_defaults(func=cmd_engine_ensure)
+
+    img = sub.add_parser("images", help="locally built images").add_subparsers(dest="action", required=True)
+    build = img.add_parser("build", help="build missing or changed images")
+    build.add_argument("--only", action="append", metavar="NAME", help="build only this image (and its parents)")
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.set_defaults(func=cmd_images_build)
+    listing = img.add_parser("list", help="show which images are present and which are missing")
+    listing.set_defaults(func=cmd_images_list)
+    for p in (build, listing):
+        mode = p.add_mutually_exclusive_group()
+        mode.add_argument(
+            "--offline",
+            dest="offline",
+            action="store_true",
+            default=_offline_default(),
+            help="base on a local debootstrap image; no registry (default with STACKCHECK_OFFLINE=1)",
+        )
+        mode.add_argument("--online", dest="offline", action="store_false", help="base on debian:bookworm-slim")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except StackcheckError as exc:
+        print(f"stackcheck: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stackcheck: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+module stackcheck.local/reaper
+
+go 1.23

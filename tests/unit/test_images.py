@@ -1,0 +1,150 @@
+"""Content-addressed tags, dependency order and the errors users see, without an engine."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import docker.errors
+import pytest
+
+from stackcheck import images
+from stackcheck.errors import ImageBuildError, ImageError, ImageMissingError
+
+CATALOG = """
+[base]
+offline_tag = "stackcheck/bookworm-base:minbase"
+online_image = "debian:bookworm-slim"
+suite = "bookworm"
+mirror = "http://deb.debian.org/debian"
+
+[image.runtime]
+context = "runtime"
+
+[image.app]
+context = "app"
+parent = "runtime"
+"""
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> images.Catalog:
+    for name in ("runtime", "app"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Dockerfile").write_text(f"FROM scratch\n# {name}\n")
+    (tmp_path / "images.toml").write_text(CATALOG)
+    return images.Catalog.load(tmp_path / "images.toml")
+
+
+def test_tag_is_stable_and_never_latest(catalog: images.Catalog) -> None:
+    tag = catalog.tag("app")
+    assert tag == catalog.tag("app")
+    assert tag.startswith("stackcheck/app:")
+    assert not tag.endswith(":latest")
+
+
+def test_changing_a_context_file_changes_the_tag(catalog: images.Catalog) -> None:
+    before = catalog.tag("runtime")
+    (catalog.images["runtime"].context / "extra.conf").write_text("x")
+    assert catalog.tag("runtime") != before
+
+
+def test_a_parent_change_changes_the_child_tag(catalog: images.Catalog) -> None:
+    before = catalog.tag("app")
+    (catalog.images["runtime"].context / "Dockerfile").write_text("FROM scratch\n# changed\n")
+    assert catalog.tag("app") != before
+
+
+def test_caches_do_not_count_towards_the_hash(catalog: images.Catalog) -> None:
+    before = catalog.tag("runtime")
+    cache = catalog.images["runtime"].context / "__pycache__"
+    cache.mkdir()
+    (cache / "x.pyc").write_bytes(b"\0")
+    assert catalog.tag("runtime") == before
+    shutil.rmtree(cache)
+
+
+def test_closure_puts_parents_first(catalog: images.Catalog) -> None:
+    assert [s.name for s in catalog.closure(["app"])] == ["runtime", "app"]
+    assert [s.name for s in catalog.closure(["app", "runtime"])] == ["runtime", "app"]
+
+
+def test_unknown_image_names_the_known_ones(catalog: images.Catalog) -> None:
+    with pytest.raises(ImageMissingError, match="unknown image 'nope'") as err:
+        catalog.closure(["nope"])
+    assert "app, runtime" in err.value.fix
+
+
+def test_malformed_catalog_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "images.toml"
+    path.write_text("[base]\nofline_tag = 1\n")
+    with pytest.raises(ImageError, match=r"images\.toml is unreadable or malformed") as err:
+        images.Catalog.load(path)
+    assert "fix" in str(err.value)
+
+
+class FakeImages:
+    def __init__(self, present: dict[str, dict[str, str]]) -> None:
+        self.present = present
+
+    def get(self, tag: str) -> Any:
+        if tag not in self.present:
+            raise docker.errors.ImageNotFound(tag)
+        return SimpleNamespace(id=f"sha256:{tag}", labels=self.present[tag], attrs={"Size": 1e6})
+
+
+class FakeClient:
+    def __init__(self, present: dict[str, dict[str, str]]) -> None:
+        self.images = FakeImages(present)
+
+
+def test_require_names_the_exact_build_command(catalog: images.Catalog) -> None:
+    with pytest.raises(ImageMissingError) as err:
+        images.require("app", FakeClient({}), catalog)  # type: ignore[arg-type]
+    assert catalog.tag("app") in err.value.problem
+    assert "stackcheck images build --offline --only app" in err.value.fix
+
+
+def test_second_build_with_nothing_changed_rebuilds_nothing(catalog: images.Catalog) -> None:
+    base = "stackcheck/bookworm-base:minbase"
+    labels = {"org.stackcheck.base-id": f"sha256:{base}"}
+    present = {base: {}, catalog.tag("runtime"): labels, catalog.tag("app"): labels}
+    lines: list[str] = []
+    builder = images.ImageBuilder(FakeClient(present), catalog, offline=True, progress=lines.append)  # type: ignore[arg-type]
+    results = builder.build()
+    assert {r.status for r in results} == {images.BuildStatus.CACHED}
+    assert lines[-1] == "nothing to rebuild: all 2 images are up to date"
+
+
+def test_a_new_base_triggers_a_rebuild(catalog: images.Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = "stackcheck/bookworm-base:minbase"
+    stale = {"org.stackcheck.base-id": "sha256:older-base"}
+    present = {base: {}, catalog.tag("runtime"): stale, catalog.tag("app"): stale}
+    built: list[str] = []
+    monkeypatch.setattr(images.ImageBuilder, "_build_one", lambda self, spec, tag, base_id: built.append(spec.name))
+    builder = images.ImageBuilder(FakeClient(present), catalog, offline=True, progress=lambda _: None)  # type: ignore[arg-type]
+    builder.build()
+    assert built == ["runtime", "app"]
+
+
+def test_missing_dockerfile_is_named(catalog: images.Catalog) -> None:
+    (catalog.images["app"].context / "Dockerfile").unlink()
+    builder = images.ImageBuilder(FakeClient({}), catalog, progress=lambda _: None)  # type: ignore[arg-type]
+    with pytest.raises(ImageBuildError, match="image app: no Dockerfile"):
+        builder._build_one(catalog.images["app"], catalog.tag("app"), "sha256:x")
+
+
+def test_offline_base_without_debootstrap_says_how_to_get_it(
+    catalog: images.Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images.shutil, "which", lambda _: None)
+    builder = images.ImageBuilder(FakeClient({}), catalog, offline=True, progress=lambda _: None)  # type: ignore[arg-type]
+    with pytest.raises(ImageBuildError, match=r"debootstrap` is not installed") as err:
+        builder.ensure_base()
+    assert "apt-get install -y debootstrap" in err.value.fix
+
+
+def test_disk_full_gets_its_own_fix() -> None:
+    assert "free disk space" in images._build_fix("write /var/lib/docker/x: no space left on device")

@@ -37,3 +37,15 @@ class ImageBuildError(ImageError):
     def __str__(self) -> str:
         tail = f"\n  last lines of the build log:\n{self.log_tail}" if self.log_tail else ""
         return f"{super().__str__()}{tail}"
+
+
+class StackFileError(StackcheckError):
+    """A stack file is unreadable, malformed or inconsistent."""
+
+
+class StackError(StackcheckError):
+    """A stack could not be booted, or was asked for something it does not have."""
+
+
+class ToxiproxyError(StackcheckError):
+    """The Toxiproxy API refused or did not answer."""

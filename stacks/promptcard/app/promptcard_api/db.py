@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus as TxStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .config import Settings, redact_url
@@ -248,23 +249,36 @@ class Database:
             raise DatabaseUnavailable("no working database connection")
         try:
             yield conn
+        except BaseException:
+            # Roll back here rather than let the pool do it with a warning per failed request.
+            if conn.pgconn.transaction_status in (TxStatus.INERROR, TxStatus.INTRANS):
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    pass
+            raise
         finally:
             self._last_used[conn] = time.monotonic()
             pool.putconn(conn)
 
     def _run(self, pool: Optional[ConnectionPool], fn: Callable[[psycopg.Connection[Any]], T],
-             attempts: int) -> T:
+             *, want_lsn: bool = False) -> Tuple[T, Optional[str]]:
+        """Run fn in one transaction. A connection failure before COMMIT is retried once on a
+        fresh connection (the server rolled the transaction back, so this is safe for writes
+        too); a failure during COMMIT is ambiguous and never retried."""
         if pool is None:
             raise DatabaseUnavailable("database not configured")
         if not self.schema_ready.is_set():
             raise DatabaseUnavailable("database schema not ready yet")
-        for attempt in range(1, attempts + 1):
+        for attempt in (1, 2):
+            committing = False
             try:
                 with self._checkout(pool) as conn:
                     with _Deadline(conn, self.query_deadline_s):
                         result = fn(conn)
+                        committing = True
                         conn.commit()
-                    return result
+                        return result, (self._wal_lsn(conn) if want_lsn else None)
             except PoolTimeout:
                 raise DatabaseUnavailable("timed out waiting for a database connection") from None
             except pg_errors.UndefinedTable:
@@ -278,29 +292,30 @@ class Database:
             except pg_errors.ReadOnlySqlTransaction:
                 raise DatabaseUnavailable("database is read-only") from None
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if attempt < attempts:
+                if attempt == 1 and not committing:
                     continue
                 log.warning("database error: %s", type(exc).__name__)
                 raise DatabaseUnavailable("database connection failed") from None
         raise AssertionError("unreachable")
 
-    def write(self, fn: Callable[[psycopg.Connection[Any]], T]) -> Tuple[T, Optional[str]]:
-        """Run fn in a transaction on the primary, never retried (a retry could apply it twice).
-        Also returns the primary's WAL position after commit when a replica is configured, so
-        later list reads can wait for the replica to have replayed this write."""
-
-        def with_lsn(conn: psycopg.Connection[Any]) -> Tuple[T, Optional[str]]:
-            result = fn(conn)
-            if self.replica is None:
-                return result, None
-            conn.commit()
+    @staticmethod
+    def _wal_lsn(conn: psycopg.Connection[Any]) -> Optional[str]:
+        # Best effort, after a successful commit: failing here must not fail the write.
+        try:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-            return result, (row[0] if row else None)
+            conn.commit()
+            return row[0] if row else None
+        except psycopg.Error:
+            return None
 
-        return self._run(self.primary, with_lsn, attempts=1)
+    def write(self, fn: Callable[[psycopg.Connection[Any]], T]) -> Tuple[T, Optional[str]]:
+        """Run fn in a transaction on the primary. Also returns the primary's WAL position after
+        commit when a replica is configured, so later list reads can wait for the replica to
+        have replayed this write."""
+        return self._run(self.primary, fn, want_lsn=self.replica is not None)
 
     def read_primary(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
-        return self._run(self.primary, fn, attempts=2)
+        return self._run(self.primary, fn)[0]
 
     def read_replica(self, fn: Callable[[psycopg.Connection[Any]], T],
                      min_lsn: Optional[str] = None) -> T:
@@ -318,7 +333,7 @@ class Database:
                 return fn(conn)
 
             try:
-                return self._run(self.replica, checked, attempts=1)
+                return self._run(self.replica, checked)[0]
             except _ReplicaBehind:
                 pass
             except DatabaseUnavailable as exc:

@@ -1,0 +1,472 @@
+"""Stack: boot a stack file's services with testcontainers and hand out typed handles.
+
+    with Stack.from_file("stacks/promptcard/stack.toml") as stack:
+        stack.http().get("/api/health")
+        with stack.link("backend->redis").down():
+            ...
+
+Every container and network carries the run id label (``org.stackcheck.run-id``) and the
+testcontainers session label, so the reaper removes them if this process dies, and
+``stackcheck down --all`` finds leftovers of runs that kept their stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import docker
+import docker.errors
+import httpx
+import psycopg
+import redis
+from docker.types import EndpointConfig
+from testcontainers.core.config import testcontainers_config as tc_config
+from testcontainers.core.container import DockerContainer, Reaper
+from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
+from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy, HealthcheckWaitStrategy
+
+from stackcheck import engine, images, stackfile
+from stackcheck.errors import StackcheckError, StackError
+from stackcheck.stackfile import PLACEHOLDER, LinkSpec, Readiness, ServiceSpec, StackSpec
+from stackcheck.tls import RunCA
+from stackcheck.toxiproxy import ToxiproxyClient
+
+RUN_LABEL = "org.stackcheck.run-id"
+STACK_LABEL = "org.stackcheck.stack"
+SERVICE_LABEL = "org.stackcheck.service"
+RUNS_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stackcheck" / "runs"
+DEFAULT_STACK = images.REPO_ROOT / "stacks" / "promptcard" / "stack.toml"
+TOXIPROXY_API_PORT = 8474
+
+
+class ServiceContainer(DockerContainer):
+    """A testcontainers container joined to several networks *before* it starts.
+
+    Engines before API 1.44 accept one network at create time; nginx must already see the
+    internal network when it resolves its upstreams at start, so the others are connected
+    between create and start.
+    """
+
+    def __init__(self, image: str, attachments: list[tuple[str, list[str]]]) -> None:
+        super().__init__(image)
+        self.attachments = attachments
+
+    def start(self) -> ServiceContainer:
+        if not tc_config.ryuk_disabled:
+            Reaper.get_instance()
+        client = self.get_docker_client()
+        self._configure()
+        (first, first_aliases), *others = self.attachments
+        self._container = client.create(
+            self.image,
+            command=self._command,
+            environment=self.env,
+            ports=self.ports,
+            name=self._name,
+            volumes={host: {"bind": m["bind"], "mode": m["mode"]} for host, m in self.volumes.items()},
+            tmpfs=self.tmpfs,
+            network=first,
+            networking_config={first: EndpointConfig(client.client.api.api_version, aliases=first_aliases)},
+            **self._kwargs,
+        )
+        for network, aliases in others:
+            client.client.networks.get(network).connect(self._container, aliases=aliases)
+        client.start(self._container)
+        if self._wait_strategy is not None:
+            self._wait_strategy.wait_until_ready(self)
+        return self
+
+
+@dataclass
+class ServiceHandle:
+    """One running container of a service (a replica has its own handle)."""
+
+    name: str
+    service: ServiceSpec
+    container: ServiceContainer
+
+    @property
+    def docker(self) -> docker.models.containers.Container:
+        return self.container.get_wrapped_container()
+
+    def port(self, container_port: int) -> int:
+        """The 127.0.0.1 port a published container port is reachable on."""
+        if container_port not in self.service.ports:
+            raise StackError(
+                f"port {container_port} of {self.name} is not published",
+                f"add it to ports of [services.{self.service.name}] (published: {list(self.service.ports)})",
+            )
+        return int(self.container.get_exposed_port(container_port))
+
+    def logs(self, tail: int = 30) -> str:
+        return str(self.docker.logs(tail=tail).decode(errors="replace"))
+
+
+@dataclass
+class LinkHandle:
+    """A dependency link through Toxiproxy. Faults on it live in ``stackcheck.faults``."""
+
+    spec: LinkSpec
+    toxiproxy: ToxiproxyClient
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def enabled(self) -> bool:
+        return self.toxiproxy.get(self.name).enabled
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """Cut the link (connections refused) and restore it on exit, whatever happens inside."""
+        self.toxiproxy.set_enabled(self.name, False)
+        try:
+            yield
+        finally:
+            self.toxiproxy.set_enabled(self.name, True)
+
+
+class Stack:
+    def __init__(
+        self,
+        spec: StackSpec,
+        run_id: str | None = None,
+        reap: bool = True,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.spec = spec
+        self.run_id = run_id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
+        self.reap = reap
+        self.progress = progress
+        self.run_dir = RUNS_DIR / self.run_id
+        self.secrets: dict[str, str] = {}
+        self.ca: RunCA | None = None
+        self._handles: dict[str, ServiceHandle] = {}
+        self._networks: list[docker.models.networks.Network] = []
+        self._toxiproxy: ToxiproxyClient | None = None
+        self._client: docker.DockerClient | None = None
+        self.boot_seconds: float | None = None
+
+    @classmethod
+    def from_file(cls, path: str | Path = DEFAULT_STACK, **kwargs: Any) -> Stack:
+        return cls(stackfile.load(path), **kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Stack:
+        started = time.monotonic()
+        try:
+            self._client = engine.client()
+            catalog = images.Catalog.load()
+            tags = {name: images.require(svc.image, self._client, catalog) for name, svc in self.spec.services.items()}
+            if self.reap and tc_config.ryuk_image == catalog.tag("ryuk"):
+                images.require("ryuk", self._client, catalog)
+            # `stackcheck up` keeps the stack after this process exits: no reaper for it then.
+            tc_config.ryuk_disabled = tc_config.ryuk_disabled or not self.reap
+            if not tc_config.ryuk_disabled:
+                Reaper.get_instance()  # once, before services start in parallel threads
+            self._prepare_run_dir()
+            self._create_networks()
+            for wave in self._waves():
+                self.progress(f"starting {', '.join(wave)}")
+                with ThreadPoolExecutor(max_workers=len(wave)) as pool:
+                    list(pool.map(lambda name: self._start_service(self.spec.services[name], tags[name]), wave))
+                if self.spec.proxy in wave:
+                    self._create_links()
+            self._wait_for_entrypoint()
+        except BaseException as exc:
+            diagnostics = self._diagnostics()
+            self.stop()
+            if isinstance(exc, StackcheckError) or not isinstance(exc, Exception):
+                raise
+            raise StackError(
+                f"stack {self.spec.name} failed to boot: {type(exc).__name__}: {exc}{diagnostics}",
+                "read the service logs above; `stackcheck up --stack FILE` boots it for a closer look",
+            ) from exc
+        self.boot_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        """Remove every container, network and file of this run; safe to call twice."""
+        for handle in list(self._handles.values()):
+            with contextlib.suppress(Exception):
+                handle.docker.remove(force=True, v=True)
+        self._handles.clear()
+        for network in self._networks:
+            with contextlib.suppress(Exception):
+                network.remove()
+        self._networks.clear()
+        if self._toxiproxy is not None:
+            self._toxiproxy.close()
+            self._toxiproxy = None
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _waves(self) -> list[list[str]]:
+        # A link's client must start after the proxy it talks through.
+        done: set[str] = set()
+        waves: list[list[str]] = []
+        services = self.spec.services
+        deps = {n: set(s.depends_on) for n, s in services.items()}
+        for link in self.spec.links.values():
+            if self.spec.proxy:
+                deps[link.client].add(self.spec.proxy)
+        while len(done) < len(services):
+            wave = sorted(n for n in services if n not in done and deps[n] <= done)
+            if not wave:
+                raise StackError(
+                    "link clients and the proxy depend on each other", "the proxy must not depend on a link client"
+                )
+            waves.append(wave)
+            done.update(wave)
+        return waves
+
+    def _prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.run_dir, 0o700)
+        self.secrets = {name: secrets.token_urlsafe(24) for name in self.spec.secrets}
+        self.ca = RunCA.issue(self.spec.tls_hostnames)
+        tls_dir = self.run_dir / "tls"
+        tls_dir.mkdir(exist_ok=True)
+        self.tls_files = self.ca.write(tls_dir)
+        creds = {"run_id": self.run_id, "secrets": self.secrets, "ca": str(self.tls_files["ca"])}
+        (self.run_dir / "credentials.json").write_text(json.dumps(creds, indent=2))
+
+    def _labels(self, **extra: str) -> dict[str, str]:
+        return {RUN_LABEL: self.run_id, STACK_LABEL: self.spec.name, **extra}
+
+    def _create_networks(self) -> None:
+        assert self._client is not None
+        for net in self.spec.networks.values():
+            labels = self._labels()
+            if self.reap:
+                labels[LABEL_SESSION_ID] = SESSION_ID
+            self._networks.append(
+                self._client.networks.create(f"{self.run_id}-{net.name}", internal=net.internal, labels=labels)
+            )
+
+    def network_name(self, network: str) -> str:
+        return f"{self.run_id}-{network}"
+
+    def render(self, text: str) -> str:
+        def replace(match: Any) -> str:
+            kind, ref = match.group(1), match.group(2)
+            problem = stackfile.placeholder_problem(self.spec, kind, ref)
+            if problem:
+                raise StackError(f"{self.spec.path}: {problem}", stackfile._PLACEHOLDER_FIX)
+            if kind == "secret":
+                return self.secrets[ref]
+            if kind == "link":
+                return f"{self.spec.proxy}:{self.spec.links[ref].listen_port}"
+            target, *params = ref.split()
+            host, _, port = target.rpartition(":")
+            return "\n".join(
+                f"server {i}:{port} {' '.join(params)};".replace(" ;", ";")
+                for i in self.spec.services[host].instances()
+            )
+
+        return PLACEHOLDER.sub(replace, text)
+
+    def _mounted_files(self, svc: ServiceSpec) -> list[tuple[Path, str]]:
+        mounts = []
+        for index, file in enumerate(svc.files):
+            if file.tls is not None:
+                mounts.append((self.tls_files[file.tls], file.path))
+                continue
+            text = file.template if file.template is not None else file.source.read_text()  # type: ignore[union-attr]
+            host = self.run_dir / "files" / svc.name / f"{index}-{Path(file.path).name}"
+            host.parent.mkdir(parents=True, exist_ok=True)
+            host.write_text(self.render(text))
+            # Readable by the container's non-root user; the run dir itself stays 0700.
+            host.chmod(0o444)
+            mounts.append((host, file.path))
+        return mounts
+
+    def _start_service(self, svc: ServiceSpec, tag: str) -> None:
+        mounts = self._mounted_files(svc)
+        env = {key: self.render(value) for key, value in svc.env.items()}
+        for instance in svc.instances():
+            attachments = [
+                (self.network_name(net), [instance, *([svc.name] if svc.replicas > 1 else []), *aliases])
+                for net, aliases in svc.networks.items()
+            ]
+            container = ServiceContainer(tag, attachments).with_name(f"{self.run_id}-{instance}")
+            for key, value in env.items():
+                container.with_env(key, value)
+            for host, target in mounts:
+                container.with_volume_mapping(str(host), target, "ro")
+            for path in svc.tmpfs:
+                container.with_tmpfs_mount(path)
+            if svc.ports:
+                container.with_exposed_ports(*svc.ports)
+            if svc.command is not None:
+                container.with_command(list(svc.command))
+            kwargs: dict[str, Any] = {"labels": self._labels(**{SERVICE_LABEL: svc.name}), "read_only": svc.read_only}
+            if svc.memory:
+                kwargs["mem_limit"] = svc.memory
+            if svc.cpus:
+                kwargs["nano_cpus"] = int(svc.cpus * 1e9)
+            if svc.cap_drop:
+                kwargs["cap_drop"] = list(svc.cap_drop)
+            if svc.cap_add:
+                kwargs["cap_add"] = list(svc.cap_add)
+            if svc.user:
+                kwargs["user"] = svc.user
+            container.with_kwargs(**kwargs)
+            wait = HealthcheckWaitStrategy() if svc.ready is Readiness.HEALTHCHECK else ContainerStatusWaitStrategy()
+            container.waiting_for(wait.with_startup_timeout(int(svc.ready_timeout_s)))
+            # Register before start so a failed start is still cleaned up.
+            self._handles[instance] = ServiceHandle(instance, svc, container)
+            container.start()
+
+    def _create_links(self) -> None:
+        assert self.spec.proxy is not None
+        proxy = self.service(self.spec.proxy)
+        self._toxiproxy = ToxiproxyClient(f"http://127.0.0.1:{proxy.port(TOXIPROXY_API_PORT)}")
+        for link in self.spec.links.values():
+            self._toxiproxy.create(link.name, f"0.0.0.0:{link.listen_port}", link.upstream)
+
+    def _wait_for_entrypoint(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        with self.http(timeout=3) as client:
+            while time.monotonic() < deadline:
+                try:
+                    response = client.get(self.spec.health_path)
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.25)
+        raise StackError(
+            f"{self.url()}{self.spec.health_path} did not answer 200 within {timeout:.0f}s ({last})",
+            "read the service logs",
+        )
+
+    def _diagnostics(self) -> str:
+        parts = []
+        for handle in self._handles.values():
+            with contextlib.suppress(Exception):
+                handle.docker.reload()
+                state = handle.docker.attrs["State"]
+                health = state.get("Health", {}).get("Status", "-")
+                if state["Status"] != "running" or health not in ("healthy", "-"):
+                    parts.append(
+                        f"\n--- {handle.name}: {state['Status']}, health {health}; last log lines:\n{handle.logs(15)}"
+                    )
+        return "".join(parts)
+
+    # -- handles ----------------------------------------------------------------------------------
+    def service(self, name: str) -> ServiceHandle:
+        """A running instance by name: ``postgres-primary``, or ``backend-1`` for a replica."""
+        if name in self._handles:
+            return self._handles[name]
+        if name in self.spec.services and self.spec.services[name].replicas > 1:
+            return self._handles[self.spec.services[name].instances()[0]]
+        known = ", ".join(self._handles) or "(the stack is not running)"
+        raise StackError(f"stack {self.spec.name} has no service {name!r}", f"use one of: {known}")
+
+    def instances(self, service: str) -> list[ServiceHandle]:
+        if service not in self.spec.services:
+            raise StackError(
+                f"stack {self.spec.name} has no service {service!r}", f"use one of: {', '.join(self.spec.services)}"
+            )
+        return [self._handles[i] for i in self.spec.services[service].instances()]
+
+    def link(self, name: str) -> LinkHandle:
+        if name not in self.spec.links or self._toxiproxy is None:
+            raise StackError(
+                f"stack {self.spec.name} has no link {name!r}", f"use one of: {', '.join(self.spec.links) or '(none)'}"
+            )
+        return LinkHandle(self.spec.links[name], self._toxiproxy)
+
+    @property
+    def toxiproxy(self) -> ToxiproxyClient:
+        if self._toxiproxy is None:
+            raise StackError(f"stack {self.spec.name} has no Toxiproxy", "set [stack] proxy and define [links]")
+        return self._toxiproxy
+
+    def url(self, service: str | None = None, port: int | None = None, scheme: str | None = None) -> str:
+        """``stack.url()`` is the entrypoint (e.g. https://localhost:PORT); else SERVICE:PORT on 127.0.0.1."""
+        entry = urlsplit(self.spec.entrypoint_url)
+        service = service or str(entry.hostname)
+        port = port or (entry.port if service == entry.hostname else None) or self.spec.services[service].ports[0]
+        scheme = scheme or (entry.scheme if service == entry.hostname else "http")
+        host = "localhost" if scheme == "https" else "127.0.0.1"  # the certificate names localhost
+        return f"{scheme}://{host}:{self.service(service).port(port)}"
+
+    def http(self, timeout: float = 10.0, **kwargs: Any) -> httpx.Client:
+        """An HTTP client for the entrypoint that verifies TLS against this run's CA."""
+        assert self.ca is not None
+        return httpx.Client(base_url=self.url(), verify=self.ca.client_context(), timeout=timeout, **kwargs)
+
+    def postgres(
+        self, service: str = "postgres-primary", superuser: bool = False, **kwargs: Any
+    ) -> psycopg.Connection[Any]:
+        """A connection to a postgres service built from stackcheck's image (its env names the credentials)."""
+        env = self._rendered_env(service)
+        user = "postgres" if superuser else env.get("POSTGRES_APP_USER", "postgres")
+        password = env["POSTGRES_PASSWORD"] if superuser else env.get("POSTGRES_APP_PASSWORD", env["POSTGRES_PASSWORD"])
+        dbname = env.get("POSTGRES_DB", "postgres")
+        port = self.service(service).port(5432)
+        return psycopg.connect(
+            host="127.0.0.1", port=port, user=user, password=password, dbname=dbname, connect_timeout=5, **kwargs
+        )
+
+    def redis(self, service: str = "redis", admin: bool = False, **kwargs: Any) -> redis.Redis:
+        env = self._rendered_env(service)
+        user, password = ("admin", env["REDIS_ADMIN_PASSWORD"]) if admin else (None, env.get("REDIS_PASSWORD"))
+        port = self.service(service).port(6379)
+        return redis.Redis(host="127.0.0.1", port=port, username=user, password=password, socket_timeout=5, **kwargs)
+
+    def _rendered_env(self, service: str) -> dict[str, str]:
+        svc = self.service(service).service
+        return {key: self.render(value) for key, value in svc.env.items()}
+
+    def describe(self) -> str:
+        lines = [f"stack {self.spec.name} (run {self.run_id}) from {self.spec.path}"]
+        if self._handles:
+            lines.append(f"  entrypoint: {self.url()}  (CA: {self.tls_files['ca']})")
+            for handle in self._handles.values():
+                ports = ", ".join(f"{p}->127.0.0.1:{handle.port(p)}" for p in handle.service.ports)
+                lines.append(f"  {handle.name:<18} {handle.container.image:<40} {ports}")
+            if self._toxiproxy is not None:
+                lines.append(f"  links via {self._toxiproxy.base_url}: {', '.join(self.spec.links)}")
+            lines.append(f"  credentials: {self.run_dir / 'credentials.json'}")
+        return "\n".join(lines)
+
+
+def remove_runs(client: docker.DockerClient, run_id: str | None = None) -> tuple[int, int]:
+    """Remove containers and networks of one run (or every stackcheck run): returns the counts."""
+    label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
+    containers = client.containers.list(all=True, filters={"label": label})
+    for container in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+    networks = client.networks.list(filters={"label": label})
+    for network in networks:
+        with contextlib.suppress(docker.errors.NotFound):
+            network.remove()
+    if run_id:
+        shutil.rmtree(RUNS_DIR / run_id, ignore_errors=True)
+    else:
+        shutil.rmtree(RUNS_DIR, ignore_errors=True)
+    return len(containers), len(networks)

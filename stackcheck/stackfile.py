@@ -1,0 +1,445 @@
+"""Stack files: a stack's topology and objectives as data (TOML), parsed into typed objects.
+
+Every mistake (unknown key, wrong type, reference to an unknown service/network/secret/link,
+a dependency cycle) is one StackFileError naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from stackcheck.errors import StackFileError
+
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+LINK_NAME = re.compile(r"^([a-z][a-z0-9-]*)->([a-z][a-z0-9-]*)$")
+PLACEHOLDER = re.compile(r"\$\{([a-z]+)\.([^}]+)\}")
+SIZE = re.compile(r"^\d+[kmg]$")
+
+
+class Readiness(Enum):
+    HEALTHCHECK = "healthcheck"  # the image's HEALTHCHECK reports healthy
+    RUNNING = "running"  # the container is running (no health signal)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A file mounted read-only into a service: inline template text, a template file, or TLS material."""
+
+    path: str
+    template: str | None = None
+    source: Path | None = None
+    tls: str | None = None  # "cert" | "key" | "ca"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    image: str
+    networks: Mapping[str, tuple[str, ...]]  # network -> extra aliases
+    env: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[FileSpec, ...] = ()
+    ports: tuple[int, ...] = ()
+    command: tuple[str, ...] | None = None
+    depends_on: tuple[str, ...] = ()
+    replicas: int = 1
+    ready: Readiness = Readiness.HEALTHCHECK
+    ready_timeout_s: float = 60.0
+    read_only: bool = False
+    tmpfs: tuple[str, ...] = ()
+    memory: str | None = None
+    cpus: float | None = None
+    cap_drop: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    user: str | None = None
+
+    def instances(self) -> list[str]:
+        return [self.name] if self.replicas == 1 else [f"{self.name}-{i}" for i in range(1, self.replicas + 1)]
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A dependency link routed through Toxiproxy: clients use ``${link.NAME}`` instead of the upstream."""
+
+    name: str
+    client: str
+    upstream_service: str
+    upstream_port: int
+    listen_port: int
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.upstream_service}:{self.upstream_port}"
+
+
+@dataclass(frozen=True)
+class LoadObjective:
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    max_error_rate: float | None = None
+    min_rps: float | None = None
+
+
+@dataclass(frozen=True)
+class RecoveryObjective:
+    rto_s: float | None = None
+    rpo_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Objectives:
+    load: Mapping[str, LoadObjective] = field(default_factory=dict)
+    chaos: Mapping[str, RecoveryObjective] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    path: Path
+    name: str
+    entrypoint_url: str  # scheme://SERVICE:CONTAINER_PORT, e.g. https://nginx:8443
+    health_path: str
+    tls_hostnames: tuple[str, ...]
+    secrets: tuple[str, ...]
+    networks: Mapping[str, NetworkSpec]
+    services: Mapping[str, ServiceSpec]
+    links: Mapping[str, LinkSpec]
+    proxy: str | None
+    objectives: Objectives
+
+    def start_order(self) -> list[list[str]]:
+        """Services in waves: each wave depends only on earlier ones."""
+        done: set[str] = set()
+        waves: list[list[str]] = []
+        while len(done) < len(self.services):
+            wave = sorted(n for n, s in self.services.items() if n not in done and set(s.depends_on) <= done)
+            waves.append(wave)
+            done.update(wave)
+        return waves
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Typed access to one table, with errors that name the file and the dotted key."""
+
+    def __init__(self, path: Path, data: Mapping[str, Any], where: str) -> None:
+        self.path, self.data, self.where = path, data, where
+
+    def fail(self, key: str, problem: str, fix: str) -> StackFileError:
+        dotted = f"{self.where}.{key}" if self.where and key else (self.where or key)
+        return StackFileError(f"{self.path}: [{dotted}] {problem}", fix)
+
+    def only(self, allowed: set[str]) -> None:
+        unknown = sorted(set(self.data) - allowed)
+        if unknown:
+            raise self.fail(unknown[0], "is not a known key", f"use one of: {', '.join(sorted(allowed))}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
+        if key not in self.data:
+            if required:
+                raise self.fail(key, "is missing", f"add `{key} = ...` to [{self.where}]")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a stack file that says `replicas = true` is wrong.
+        value_ok = False if isinstance(value, bool) and bool not in kinds else isinstance(value, kinds)
+        if not value_ok:
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(
+                key, f"must be {names}, not {type(value).__name__} ({value!r})", f"write {key} as a {names}"
+            )
+        return value
+
+    def table(self, key: str) -> _Reader:
+        return _Reader(self.path, self.get(key, dict, {}), f"{self.where}.{key}" if self.where else key)
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        items = self.get(key, list, [])
+        for item in items:
+            if not isinstance(item, str):
+                raise self.fail(key, f"must be a list of strings, found {item!r}", f'write {key} = ["..."]')
+        return tuple(items)
+
+    def name(self, value: str, what: str) -> str:
+        if not NAME.match(value):
+            raise self.fail(
+                value, f"is not a valid {what} name", "use lower-case letters, digits and '-', start with a letter"
+            )
+        return value
+
+
+def load(path: str | Path) -> StackSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StackFileError(
+            f"cannot read stack file {path}: {exc.strerror}", "pass an existing file with --stack"
+        ) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StackFileError(f"{path}: not valid TOML: {exc}", "fix the syntax at the position named") from exc
+    return parse(data, path)
+
+
+def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
+    top = _Reader(path, data, "")
+    top.only({"stack", "tls", "secrets", "networks", "services", "links", "objectives"})
+    stack = top.table("stack")
+    stack.only({"name", "entrypoint", "health_path", "proxy"})
+    tls = top.table("tls")
+    tls.only({"hostnames"})
+    secrets = top.table("secrets")
+    secrets.only({"generate"})
+    secret_names = tuple(secrets.name(s, "secret") for s in secrets.str_list("generate"))
+
+    networks: dict[str, NetworkSpec] = {}
+    nets = top.table("networks")
+    for name in nets.data:
+        net = nets.table(nets.name(name, "network"))
+        net.only({"internal"})
+        networks[name] = NetworkSpec(name, net.get("internal", bool, False))
+
+    svcs = top.table("services")
+    if not svcs.data:
+        raise top.fail("services", "defines no service", "add at least one [services.NAME] table")
+    services = {name: _service(svcs, svcs.name(name, "service"), networks, path) for name in svcs.data}
+
+    links: dict[str, LinkSpec] = {}
+    lnk = top.table("links")
+    for name in lnk.data:
+        links[name] = _link(lnk, name, services)
+    listen_ports = [link.listen_port for link in links.values()]
+    if len(set(listen_ports)) != len(listen_ports):
+        raise top.fail("links", "two links share a listen port", "give every link its own `listen` port")
+
+    proxy = stack.get("proxy", str)
+    if links and proxy is None:
+        raise stack.fail(
+            "proxy", "is missing but [links] are defined", 'name the Toxiproxy service, e.g. proxy = "toxiproxy"'
+        )
+    if proxy is not None and proxy not in services:
+        raise stack.fail("proxy", f"names unknown service {proxy!r}", f"use one of: {', '.join(services)}")
+
+    spec = StackSpec(
+        path=path,
+        name=stack.name(stack.get("name", str, required=True), "stack"),
+        entrypoint_url=stack.get("entrypoint", str, required=True),
+        health_path=stack.get("health_path", str, "/"),
+        tls_hostnames=tls.str_list("hostnames") or ("localhost", "127.0.0.1"),
+        secrets=secret_names,
+        networks=networks,
+        services=services,
+        links=links,
+        proxy=proxy,
+        objectives=_objectives(top.table("objectives")),
+    )
+    entry = urlsplit(spec.entrypoint_url)
+    try:
+        entry_port = entry.port
+    except ValueError:
+        entry_port = None
+    if (
+        entry.scheme not in ("http", "https")
+        or entry.hostname not in services
+        or entry_port not in services[entry.hostname].ports
+    ):
+        raise stack.fail(
+            "entrypoint",
+            f"{spec.entrypoint_url!r} is not http(s)://SERVICE:PORT with a published port of a service",
+            'write entrypoint = "https://nginx:8443" and list 8443 in that service\'s ports',
+        )
+    _check_dependencies(svcs, services)
+    _check_placeholders(svcs, spec)
+    return spec
+
+
+def _service(svcs: _Reader, name: str, networks: Mapping[str, NetworkSpec], path: Path) -> ServiceSpec:
+    svc = svcs.table(name)
+    svc.only({
+        "image", "networks", "env", "files", "ports", "command", "depends_on", "replicas", "ready",
+        "ready_timeout_s", "read_only", "tmpfs", "memory", "cpus", "cap_drop", "cap_add", "user",
+    })  # fmt: skip
+    nets = svc.table("networks")
+    if not nets.data:
+        raise svc.fail(
+            "networks", "is missing or empty", f'attach the service, e.g. networks = {{ internal = ["{name}"] }}'
+        )
+    attached: dict[str, tuple[str, ...]] = {}
+    for net in nets.data:
+        if net not in networks:
+            raise nets.fail(
+                net, "is not a network of this stack", f"define [networks.{net}] or use one of: {', '.join(networks)}"
+            )
+        attached[net] = nets.str_list(net)
+    env = svc.table("env")
+    for key in env.data:
+        env.get(key, str)
+    files = []
+    ftable = svc.table("files")
+    for target in ftable.data:
+        raw = ftable.data[target]
+        if isinstance(raw, str):
+            files.append(FileSpec(target, template=raw))
+            continue
+        entry = ftable.table(target)
+        entry.only({"template_file", "tls"})
+        if "tls" in entry.data:
+            kind = entry.get("tls", str)
+            if kind not in ("cert", "key", "ca"):
+                raise entry.fail("tls", f"must be cert, key or ca, not {kind!r}", 'write tls = "cert"')
+            files.append(FileSpec(target, tls=kind))
+        else:
+            source = (path.parent / entry.get("template_file", str, required=True)).resolve()
+            if not source.is_file():
+                raise entry.fail(
+                    "template_file", f"{source} does not exist", "fix the path (relative to the stack file)"
+                )
+            files.append(FileSpec(target, source=source))
+    ports = svc.get("ports", list, [])
+    for port in ports:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise svc.fail("ports", f"must be a list of port numbers, found {port!r}", "write ports = [8080]")
+    replicas = svc.get("replicas", int, 1)
+    if not 1 <= replicas <= 20:
+        raise svc.fail("replicas", f"must be between 1 and 20, not {replicas}", "write replicas = 2")
+    ready = svc.get("ready", str, "healthcheck")
+    try:
+        readiness = Readiness(ready)
+    except ValueError:
+        raise svc.fail(
+            "ready", f"must be one of {[r.value for r in Readiness]}, not {ready!r}", 'write ready = "healthcheck"'
+        ) from None
+    memory = svc.get("memory", str)
+    if memory is not None and not SIZE.match(memory):
+        raise svc.fail("memory", f"must look like 256m or 1g, not {memory!r}", 'write memory = "256m"')
+    cpus = svc.get("cpus", (int, float))
+    command = svc.str_list("command") if "command" in svc.data else None
+    return ServiceSpec(
+        name=name,
+        image=svc.get("image", str, required=True),
+        networks=attached,
+        env=dict(env.data),
+        files=tuple(files),
+        ports=tuple(ports),
+        command=command,
+        depends_on=svc.str_list("depends_on"),
+        replicas=replicas,
+        ready=readiness,
+        ready_timeout_s=float(svc.get("ready_timeout_s", (int, float), 60.0)),
+        read_only=svc.get("read_only", bool, False),
+        tmpfs=svc.str_list("tmpfs"),
+        memory=memory,
+        cpus=float(cpus) if cpus is not None else None,
+        cap_drop=svc.str_list("cap_drop"),
+        cap_add=svc.str_list("cap_add"),
+        user=svc.get("user", str),
+    )
+
+
+def _link(lnk: _Reader, name: str, services: Mapping[str, ServiceSpec]) -> LinkSpec:
+    match = LINK_NAME.match(name)
+    if not match:
+        raise lnk.fail(name, "is not a link name", 'name links "client->upstream", e.g. "backend->postgres-primary"')
+    entry = lnk.table(name)
+    entry.only({"upstream", "listen"})
+    upstream = entry.get("upstream", str, required=True)
+    host, _, port = upstream.rpartition(":")
+    if host not in services or not port.isdigit():
+        raise entry.fail(
+            "upstream",
+            f"{upstream!r} is not SERVICE:PORT of a service in this stack",
+            f"use one of: {', '.join(services)}",
+        )
+    client = match.group(1)
+    if client not in services:
+        raise lnk.fail(name, f"client {client!r} is not a service of this stack", f"use one of: {', '.join(services)}")
+    listen = entry.get("listen", int, required=True)
+    if not 1024 <= listen < 65536:
+        raise entry.fail("listen", f"must be an unprivileged port (1024-65535), not {listen}", "write listen = 15432")
+    return LinkSpec(name, client, host, int(port), listen)
+
+
+def _objectives(obj: _Reader) -> Objectives:
+    obj.only({"load", "chaos"})
+    load_objs: dict[str, LoadObjective] = {}
+    lt = obj.table("load")
+    for group in lt.data:
+        entry = lt.table(group)
+        entry.only({"p95_ms", "p99_ms", "max_error_rate", "min_rps"})
+        load_objs[group] = LoadObjective(**{k: float(entry.get(k, (int, float))) for k in entry.data})
+    chaos_objs: dict[str, RecoveryObjective] = {}
+    ct = obj.table("chaos")
+    for scenario in ct.data:
+        entry = ct.table(scenario)
+        entry.only({"rto_s", "rpo_s"})
+        chaos_objs[scenario] = RecoveryObjective(**{k: float(entry.get(k, (int, float))) for k in entry.data})
+    return Objectives(load_objs, chaos_objs)
+
+
+def _check_dependencies(svcs: _Reader, services: Mapping[str, ServiceSpec]) -> None:
+    for svc in services.values():
+        for dep in svc.depends_on:
+            if dep not in services:
+                raise svcs.table(svc.name).fail(
+                    "depends_on", f"names unknown service {dep!r}", f"use one of: {', '.join(services)}"
+                )
+    # Depth-first search for a cycle, reporting its path.
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for dep in services[name].depends_on:
+            if state.get(dep) == 1:
+                cycle = " -> ".join([*trail[trail.index(dep) :], dep]) if dep in trail else f"{name} -> {dep}"
+                raise svcs.table(name).fail(
+                    "depends_on", f"forms a dependency cycle: {cycle}", "remove one depends_on edge of the cycle"
+                )
+            if dep not in state:
+                visit(dep, [*trail, dep])
+        state[name] = 2
+
+    for name in services:
+        if name not in state:
+            visit(name, [name])
+
+
+def _check_placeholders(svcs: _Reader, spec: StackSpec) -> None:
+    """Every ${kind.name} in env and inline files must resolve; template files are checked at boot."""
+    for svc in spec.services.values():
+        texts = [*svc.env.values(), *(f.template for f in svc.files if f.template is not None)]
+        for text in texts:
+            for kind, ref in PLACEHOLDER.findall(text):
+                problem = placeholder_problem(spec, kind, ref)
+                if problem:
+                    raise svcs.table(svc.name).fail(
+                        "env" if text in svc.env.values() else "files", problem, _PLACEHOLDER_FIX
+                    )
+
+
+_PLACEHOLDER_FIX = "use ${secret.NAME}, ${link.CLIENT->UPSTREAM} or ${upstream.SERVICE:PORT [server params]}"
+
+
+def placeholder_problem(spec: StackSpec, kind: str, ref: str) -> str | None:
+    if kind == "secret":
+        return None if ref in spec.secrets else f"${{secret.{ref}}} is not in [secrets] generate"
+    if kind == "link":
+        return None if ref in spec.links else f"${{link.{ref}}} is not a link of this stack"
+    if kind == "upstream":
+        host = ref.split()[0].rpartition(":")[0] if ref.split() else ""
+        return None if host in spec.services else f"${{upstream.{ref}}} does not name SERVICE:PORT of a service"
+    return f"unknown placeholder kind ${{{kind}.…}}"

@@ -1,3 +1,3 @@
 """Root conftest: load stackcheck's pytest fixtures for every test directory."""
 
-pytest_plugins = ["fixtures.engine"]
+pytest_plugins = ["fixtures.engine", "fixtures.stack"]

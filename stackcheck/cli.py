@@ -9,7 +9,8 @@ import time
 from collections.abc import Sequence
 
 from stackcheck import engine, images
-from stackcheck.errors import StackcheckError
+from stackcheck.errors import StackcheckError, StackError
+from stackcheck.stack import DEFAULT_STACK, RUN_LABEL, Stack, remove_runs
 
 
 def _offline_default() -> bool:
@@ -44,6 +45,27 @@ def cmd_images_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = Stack.from_file(args.stack, reap=False, progress=_say).start()
+    _say(f"up in {stack.boot_seconds:.1f}s\n{stack.describe()}\nremove with: stackcheck down {stack.run_id}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    client = engine.client()
+    if not args.run_id and not args.all:
+        runs = sorted({c.labels[RUN_LABEL] for c in client.containers.list(all=True, filters={"label": RUN_LABEL})})
+        if len(runs) != 1:
+            raise StackError(
+                f"{len(runs)} stackcheck runs are up ({', '.join(runs) or 'none'}); which one?",
+                "name it: `stackcheck down RUN_ID`, or remove them all: `stackcheck down --all`",
+            )
+        args.run_id = runs[0]
+    containers, networks = remove_runs(client, None if args.all else args.run_id)
+    _say(f"removed {containers} containers and {networks} networks ({'all runs' if args.all else args.run_id})")
+    return 0
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -74,6 +96,13 @@ def parser() -> argparse.ArgumentParser:
             help="base on a local debootstrap image; no registry (default with STACKCHECK_OFFLINE=1)",
         )
         mode.add_argument("--online", dest="offline", action="store_false", help="base on debian:bookworm-slim")
+    up = sub.add_parser("up", help="boot a stack and leave it running; prints endpoints and the credentials file")
+    up.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file (default: the reference stack)")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="remove a stack started with `up` (and any leftovers with --all)")
+    down.add_argument("run_id", nargs="?", help="the run id `up` printed")
+    down.add_argument("--all", action="store_true", help="remove every stackcheck-labelled container and network")
+    down.set_defaults(func=cmd_down)
     return top
 
 

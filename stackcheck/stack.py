@@ -40,6 +40,7 @@ from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy, Hea
 from stackcheck import engine, images, stackfile
 from stackcheck.errors import StackcheckError, StackError
 from stackcheck.stackfile import PLACEHOLDER, LinkSpec, Readiness, ServiceSpec, StackSpec
+from stackcheck.target import HttpTarget
 from stackcheck.tls import RunCA
 from stackcheck.toxiproxy import ToxiproxyClient
 
@@ -413,10 +414,15 @@ class Stack:
         host = "localhost" if scheme == "https" else "127.0.0.1"  # the certificate names localhost
         return f"{scheme}://{host}:{self.service(service).port(port)}"
 
+    def target(self) -> HttpTarget:
+        """The entrypoint as an HTTP target whose TLS is verified against this run's CA."""
+        if self.ca is None:
+            raise StackError(f"stack {self.spec.name} is not running", "start it first (`with Stack(...) as stack:`)")
+        return HttpTarget(self.url(), self.ca.client_context(), booted=True)
+
     def http(self, timeout: float = 10.0, **kwargs: Any) -> httpx.Client:
         """An HTTP client for the entrypoint that verifies TLS against this run's CA."""
-        assert self.ca is not None
-        return httpx.Client(base_url=self.url(), verify=self.ca.client_context(), timeout=timeout, **kwargs)
+        return self.target().http(timeout=timeout, **kwargs)
 
     def postgres(
         self, service: str = "postgres-primary", superuser: bool = False, **kwargs: Any

@@ -3,6 +3,7 @@ ships (fastapi 0.92 / pydantic 1): run them in the app venv, e.g.
     PYTHONPATH=stacks/promptcard/app /tmp/appvenv/bin/python -m pytest tests/app -p no:cacheprovider
 In any other environment (e.g. the main project venv with pydantic 2) the directory is skipped at
 collection, before any test module imports the app."""
+
 from __future__ import annotations
 
 import os

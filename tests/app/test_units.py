@@ -1,13 +1,13 @@
 """Pure units: config, health aggregation, cache key/generation logic (fake Redis)."""
+
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import pytest
 import redis
-
 from promptcard_api import cache as cache_mod
 from promptcard_api import health
 from promptcard_api.cache import Cache
@@ -24,9 +24,12 @@ def test_secret_file_wins_and_is_stripped(tmp_path: Any) -> None:
 
 def test_defaults() -> None:
     s = Settings.from_env({})
-    assert s.database_url is None and s.redis_url is None and s.llm_url is None
+    assert s.database_url is None
+    assert s.redis_url is None
+    assert s.llm_url is None
     assert s.llm_model == "llama3.2:1b"
-    assert s.health_check_timeout_s == 2.0 and s.cache_ttl_s == 30
+    assert s.health_check_timeout_s == 2.0
+    assert s.cache_ttl_s == 30
 
 
 def test_llm_url_trailing_slash_removed() -> None:
@@ -35,24 +38,25 @@ def test_llm_url_trailing_slash_removed() -> None:
 
 @pytest.mark.parametrize("bad", ["0", "-1", "abc"])
 def test_bad_numbers_rejected(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"CACHE_TTL_S|could not convert"):
         Settings.from_env({"CACHE_TTL_S": bad})
 
 
 def test_redact_url_hides_credentials() -> None:
     out = redact_url("redis://:s3cret@redis:6379/0")
-    assert "s3cret" not in out and out == "redis://***@redis:6379/0"
+    assert "s3cret" not in out
+    assert out == "redis://***@redis:6379/0"
     assert "pw" not in redact_url("postgresql://app:pw@db:5432/app?sslmode=require")
     assert redact_url(None) == "<unset>"
 
 
 # -- health -----------------------------------------------------------------------------------
-def _c(name: str, status: str) -> Dict[str, Any]:
+def _c(name: str, status: str) -> dict[str, Any]:
     return {"name": name, "status": status}
 
 
 @pytest.mark.parametrize(
-    "checks,expected",
+    ("checks", "expected"),
     [
         ([_c("database", "healthy"), _c("redis", "healthy"), _c("llm", "healthy")], ("healthy", 200)),
         ([_c("database", "healthy"), _c("redis", "unhealthy"), _c("llm", "healthy")], ("degraded", 200)),
@@ -62,7 +66,7 @@ def _c(name: str, status: str) -> Dict[str, Any]:
         ([_c("redis", "healthy")], ("unhealthy", 503)),  # no database check at all
     ],
 )
-def test_overall(checks: List[Dict[str, Any]], expected: tuple) -> None:
+def test_overall(checks: list[dict[str, Any]], expected: tuple) -> None:
     assert health.overall(checks) == expected
 
 
@@ -85,7 +89,8 @@ def test_checks_run_concurrently_and_time_out() -> None:
     assert time.perf_counter() - start < 0.9  # bounded by the timeout, not the slow probe
     by = {c["name"]: c for c in body["checks"]}
     assert [c["name"] for c in body["checks"]] == ["database", "redis", "llm", "extra"]
-    assert by["redis"]["status"] == "unhealthy" and "timed out" in by["redis"]["details"]
+    assert by["redis"]["status"] == "unhealthy"
+    assert "timed out" in by["redis"]["details"]
     assert by["llm"]["details"] == "ConnectionError: refused"  # first line only
     assert set(by["database"]) == {"name", "status", "response_time_ms", "details"}
     assert (body["status"], code) == ("degraded", 200)
@@ -96,8 +101,8 @@ class FakeRedis:
     """Just enough of redis.Redis for Cache; `fail` makes every call raise like a dead server."""
 
     def __init__(self) -> None:
-        self.data: Dict[str, bytes] = {}
-        self.ttl: Dict[str, Optional[int]] = {}
+        self.data: dict[str, bytes] = {}
+        self.ttl: dict[str, int | None] = {}
         self.fail = False
         self.calls = 0
 
@@ -106,15 +111,15 @@ class FakeRedis:
         if self.fail:
             raise redis.exceptions.ConnectionError("down")
 
-    def get(self, key: str) -> Optional[bytes]:
+    def get(self, key: str) -> bytes | None:
         self._check()
         return self.data.get(key)
 
-    def mget(self, keys: List[str]) -> List[Optional[bytes]]:
+    def mget(self, keys: list[str]) -> list[bytes | None]:
         self._check()
         return [self.data.get(k) for k in keys]
 
-    def set(self, key: str, value: Any, ex: Optional[int] = None) -> None:
+    def set(self, key: str, value: Any, ex: int | None = None) -> None:
         self._check()
         self.data[key] = value if isinstance(value, bytes) else str(value).encode()
         self.ttl[key] = ex
@@ -137,7 +142,7 @@ class FakeRedis:
         self._check()
         return True
 
-    def pipeline(self, transaction: bool = False) -> "FakePipeline":
+    def pipeline(self, transaction: bool = False) -> FakePipeline:
         return FakePipeline(self)
 
 
@@ -148,7 +153,7 @@ class FakePipeline:
     def __getattr__(self, name: str) -> Any:
         return lambda *a, **k: self.ops.append((name, a, k))
 
-    def execute(self) -> List[Any]:
+    def execute(self) -> list[Any]:
         return [getattr(self.r, n)(*a, **k) for n, a, k in self.ops]
 
 
@@ -159,7 +164,8 @@ def test_card_miss_set_hit_and_invalidate() -> None:
     r = FakeRedis()
     c = Cache(r, ttl_s=30)
     body, gen = c.get_card(CARD)
-    assert body is None and gen == 0
+    assert body is None
+    assert gen == 0
     c.set_card(CARD, gen, b'{"v":1}')
     assert r.ttl[cache_mod.card_key(CARD, 0)] == 30
     assert c.get_card(CARD) == (b'{"v":1}', 0)
@@ -181,7 +187,8 @@ def test_read_racing_a_write_cannot_repopulate_stale_entry() -> None:
 def test_list_keys_canonical_and_generation_scoped() -> None:
     a = cache_mod.list_key(3, {"page": 1, "q": "x", "category": None, "page_size": 20})
     b = cache_mod.list_key(3, {"category": None, "page_size": 20, "q": "x", "page": 1})
-    assert a == b and a.startswith("pc:v1:list:3:")
+    assert a == b
+    assert a.startswith("pc:v1:list:3:")
     assert cache_mod.list_key(4, {"page": 1}) != cache_mod.list_key(3, {"page": 1})
     assert cache_mod.list_key(3, {"page": 2}) != cache_mod.list_key(3, {"page": 1})
 

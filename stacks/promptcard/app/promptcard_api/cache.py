@@ -4,6 +4,7 @@ Keys carry generation counters that writers bump *after* commit. A reader fetche
 before it reads the database and stores its result under that generation, so a result read
 before a concurrent write can never be served after that write (no stale re-population race).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -40,9 +42,7 @@ LIST_LSN_KEY = f"{PREFIX}:list:lsn"
 
 def list_key(gen: int, params: Mapping[str, Any]) -> str:
     # Canonical JSON so equal queries share a key whatever the parameter order.
-    digest = hashlib.sha256(
-        json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()[:32]
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
     return f"{PREFIX}:list:{gen}:{digest}"
 
 
@@ -71,7 +71,7 @@ def make_client(url: str) -> redis.Redis:
 class Cache:
     BREAKER_S = 2.0  # after an error, skip cache reads for this long instead of waiting on Redis
 
-    def __init__(self, client: Optional[Any], ttl_s: int) -> None:
+    def __init__(self, client: Any | None, ttl_s: int) -> None:
         self.client = client
         self.ttl_s = ttl_s
         self._down_until = 0.0
@@ -97,7 +97,7 @@ class Cache:
             log.warning("redis %s failed (%s); serving from the database", op, type(exc).__name__)
 
     # -- cards -----------------------------------------------------------------------------------
-    def get_card(self, card_id: str) -> Tuple[Optional[bytes], Optional[int]]:
+    def get_card(self, card_id: str) -> tuple[bytes | None, int | None]:
         """(cached body or None, generation to store a fresh read under; None = don't store)."""
         if not self._usable():
             return None, None
@@ -110,7 +110,7 @@ class Cache:
         metrics.CACHE_OPS.labels(op="get", result="hit" if body is not None else "miss").inc()
         return body, gen
 
-    def set_card(self, card_id: str, gen: Optional[int], body: bytes) -> None:
+    def set_card(self, card_id: str, gen: int | None, body: bytes) -> None:
         if gen is None or not self._usable():
             return
         try:
@@ -119,7 +119,7 @@ class Cache:
             self._failed("set", exc)
 
     # -- lists -----------------------------------------------------------------------------------
-    def get_list(self, params: Mapping[str, Any]) -> Tuple[Optional[bytes], Optional[int], Optional[str]]:
+    def get_list(self, params: Mapping[str, Any]) -> tuple[bytes | None, int | None, str | None]:
         """(cached body, generation to store under, min replica WAL position for a fresh read)."""
         if not self._usable():
             return None, None, None
@@ -134,7 +134,7 @@ class Cache:
         lsn = raw_lsn.decode() if isinstance(raw_lsn, bytes) else raw_lsn
         return body, gen, lsn
 
-    def set_list(self, gen: Optional[int], params: Mapping[str, Any], body: bytes) -> None:
+    def set_list(self, gen: int | None, params: Mapping[str, Any], body: bytes) -> None:
         if gen is None or not self._usable():
             return
         try:
@@ -143,7 +143,7 @@ class Cache:
             self._failed("set", exc)
 
     # -- invalidation ----------------------------------------------------------------------------
-    def invalidate(self, card_id: Optional[str], lsn: Optional[str] = None) -> None:
+    def invalidate(self, card_id: str | None, lsn: str | None = None) -> None:
         """After a committed write. Always attempted (even with the breaker open): skipping it
         could leave a stale entry for up to the TTL."""
         if self.client is None:

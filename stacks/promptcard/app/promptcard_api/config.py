@@ -1,13 +1,14 @@
 """Settings from the environment; every secret may also come from a NAME_FILE file."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 
-def _secret(env: Mapping[str, str], name: str) -> Optional[str]:
+def _secret(env: Mapping[str, str], name: str) -> str | None:
     """NAME_FILE wins over NAME so orchestrators can mount secrets instead of exporting them."""
     path = env.get(f"{name}_FILE")
     if path:
@@ -27,7 +28,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def redact_url(url: Optional[str]) -> str:
+def redact_url(url: str | None) -> str:
     """URL safe for logs: credentials replaced, so log lines never leak passwords."""
     if not url:
         return "<unset>"
@@ -45,10 +46,10 @@ def redact_url(url: Optional[str]) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: Optional[str]
-    database_replica_url: Optional[str]
-    redis_url: Optional[str]
-    llm_url: Optional[str]
+    database_url: str | None
+    database_replica_url: str | None
+    redis_url: str | None
+    llm_url: str | None
     llm_model: str
     llm_timeout_s: float
     health_check_timeout_s: float
@@ -59,7 +60,7 @@ class Settings:
     db_statement_timeout_ms: int
 
     @classmethod
-    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         llm_url = (env.get("LLM_URL") or "").rstrip("/") or None
         return cls(

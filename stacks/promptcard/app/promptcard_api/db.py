@@ -1,4 +1,5 @@
 """PostgreSQL access: pooled primary/replica connections, idempotent migrations, hard deadlines."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,9 @@ import socket
 import threading
 import time
 import weakref
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -23,13 +25,12 @@ T = TypeVar("T")
 # Any constant works; it only has to be the same in every replica and worker.
 MIGRATION_LOCK_KEY = 0x5C_0C_A2D
 SEARCH_EXPR = (
-    "to_tsvector('english', coalesce(title, '') || ' ' || coalesce(description, '') "
-    "|| ' ' || coalesce(prompt, ''))"
+    "to_tsvector('english', coalesce(title, '') || ' ' || coalesce(description, '') || ' ' || coalesce(prompt, ''))"
 )
 # 003 design doc schema minus the users FK (no users table); coalesce() in the search index so a
 # NULL description does not make the whole document NULL; cascades so deleting a card never
 # fails on its history.
-MIGRATIONS: Tuple[str, ...] = (
+MIGRATIONS: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS prompt_cards (
         id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
         title VARCHAR(255) NOT NULL,
@@ -65,8 +66,7 @@ MIGRATIONS: Tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS idx_prompt_cards_created_at ON prompt_cards(created_at)",
     "CREATE INDEX IF NOT EXISTS idx_prompt_cards_tags ON prompt_cards USING gin(tags)",
     "CREATE INDEX IF NOT EXISTS idx_test_cases_prompt_card_id ON test_cases(prompt_card_id)",
-    "CREATE INDEX IF NOT EXISTS idx_execution_results_prompt_card_id"
-    " ON execution_results(prompt_card_id)",
+    "CREATE INDEX IF NOT EXISTS idx_execution_results_prompt_card_id ON execution_results(prompt_card_id)",
     f"CREATE INDEX IF NOT EXISTS idx_prompt_cards_search ON prompt_cards USING gin({SEARCH_EXPR})",
 )
 
@@ -95,7 +95,7 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._kill)
         self._timer.daemon = True
 
-    def __enter__(self) -> "_Deadline":
+    def __enter__(self) -> _Deadline:
         self._timer.start()
         return self
 
@@ -114,11 +114,8 @@ class _Deadline:
             except Exception:  # already closed: nothing to unblock
                 return
             log.warning("database call exceeded its deadline; dropping the connection")
-            with socket.socket(fileno=fd) as sock:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            with socket.socket(fileno=fd) as sock, suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class Database:
@@ -130,15 +127,13 @@ class Database:
         self.schema_ready = threading.Event()
         self.query_deadline_s = settings.db_statement_timeout_ms / 1000 + 2.0
         self._stop = threading.Event()
-        self._migrator: Optional[threading.Thread] = None
+        self._migrator: threading.Thread | None = None
         self._migrator_lock = threading.Lock()
-        self._last_used: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+        self._last_used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self._replica_down_until = 0.0
         self.primary = self._make_pool(settings.database_url, "primary", settings.db_pool_timeout_s)
         self.replica = (
-            self._make_pool(settings.database_replica_url, "replica", 1.0)
-            if settings.database_replica_url
-            else None
+            self._make_pool(settings.database_replica_url, "replica", 1.0) if settings.database_replica_url else None
         )
 
     def _conn_kwargs(self) -> dict:
@@ -154,7 +149,7 @@ class Database:
             "keepalives_count": 3,
         }
 
-    def _make_pool(self, url: Optional[str], name: str, timeout: float) -> Optional[ConnectionPool]:
+    def _make_pool(self, url: str | None, name: str, timeout: float) -> ConnectionPool | None:
         if not url:
             return None
         log.info("database %s: %s", name, redact_url(url))
@@ -210,7 +205,9 @@ class Database:
             except Exception as exc:  # keep retrying whatever the cause, with a clear line
                 log.warning(
                     "database migrations failed (%s: %s); retrying in %.0fs",
-                    type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc) else "", delay,
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc) else "",
+                    delay,
                 )
             self._stop.wait(delay)
             delay = min(delay * 2, 10.0)
@@ -218,9 +215,9 @@ class Database:
     def migrate(self) -> None:
         assert self.settings.database_url
         with psycopg.connect(
-            self.settings.database_url, autocommit=True, **{
-                **self._conn_kwargs(), "options": "-c statement_timeout=60000 -c lock_timeout=60000"
-            }
+            self.settings.database_url,
+            autocommit=True,
+            **{**self._conn_kwargs(), "options": "-c statement_timeout=60000 -c lock_timeout=60000"},
         ) as conn:
             # Serialises migrations across all workers and replicas starting at once; the lock is
             # session-scoped, so a worker dying mid-migration releases it.
@@ -252,17 +249,16 @@ class Database:
         except BaseException:
             # Roll back here rather than let the pool do it with a warning per failed request.
             if conn.pgconn.transaction_status in (TxStatus.INERROR, TxStatus.INTRANS):
-                try:
+                with suppress(psycopg.Error):
                     conn.rollback()
-                except psycopg.Error:
-                    pass
             raise
         finally:
             self._last_used[conn] = time.monotonic()
             pool.putconn(conn)
 
-    def _run(self, pool: Optional[ConnectionPool], fn: Callable[[psycopg.Connection[Any]], T],
-             *, want_lsn: bool = False) -> Tuple[T, Optional[str]]:
+    def _run(
+        self, pool: ConnectionPool | None, fn: Callable[[psycopg.Connection[Any]], T], *, want_lsn: bool = False
+    ) -> tuple[T, str | None]:
         """Run fn in one transaction. A connection failure before COMMIT is retried once on a
         fresh connection (the server rolled the transaction back, so this is safe for writes
         too); a failure during COMMIT is ambiguous and never retried."""
@@ -273,12 +269,11 @@ class Database:
         for attempt in (1, 2):
             committing = False
             try:
-                with self._checkout(pool) as conn:
-                    with _Deadline(conn, self.query_deadline_s):
-                        result = fn(conn)
-                        committing = True
-                        conn.commit()
-                        return result, (self._wal_lsn(conn) if want_lsn else None)
+                with self._checkout(pool) as conn, _Deadline(conn, self.query_deadline_s):
+                    result = fn(conn)
+                    committing = True
+                    conn.commit()
+                    return result, (self._wal_lsn(conn) if want_lsn else None)
             except PoolTimeout:
                 raise DatabaseUnavailable("timed out waiting for a database connection") from None
             except pg_errors.UndefinedTable:
@@ -299,7 +294,7 @@ class Database:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _wal_lsn(conn: psycopg.Connection[Any]) -> Optional[str]:
+    def _wal_lsn(conn: psycopg.Connection[Any]) -> str | None:
         # Best effort, after a successful commit: failing here must not fail the write.
         try:
             row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
@@ -308,7 +303,7 @@ class Database:
         except psycopg.Error:
             return None
 
-    def write(self, fn: Callable[[psycopg.Connection[Any]], T]) -> Tuple[T, Optional[str]]:
+    def write(self, fn: Callable[[psycopg.Connection[Any]], T]) -> tuple[T, str | None]:
         """Run fn in a transaction on the primary. Also returns the primary's WAL position after
         commit when a replica is configured, so later list reads can wait for the replica to
         have replayed this write."""
@@ -317,17 +312,14 @@ class Database:
     def read_primary(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         return self._run(self.primary, fn)[0]
 
-    def read_replica(self, fn: Callable[[psycopg.Connection[Any]], T],
-                     min_lsn: Optional[str] = None) -> T:
+    def read_replica(self, fn: Callable[[psycopg.Connection[Any]], T], min_lsn: str | None = None) -> T:
         """Read from the replica when it is configured, up and has replayed min_lsn; otherwise
         from the primary."""
         if self.replica is not None and time.monotonic() >= self._replica_down_until:
 
             def checked(conn: psycopg.Connection[Any]) -> T:
                 if min_lsn:
-                    row = conn.execute(
-                        "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (min_lsn,)
-                    ).fetchone()
+                    row = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (min_lsn,)).fetchone()
                     if not (row and row[0]):
                         raise _ReplicaBehind()
                 return fn(conn)
@@ -338,8 +330,9 @@ class Database:
                 pass
             except DatabaseUnavailable as exc:
                 self._replica_down_until = time.monotonic() + self.REPLICA_BACKOFF_S
-                log.warning("replica unavailable (%s); reading from the primary for %.0fs",
-                            exc.detail, self.REPLICA_BACKOFF_S)
+                log.warning(
+                    "replica unavailable (%s); reading from the primary for %.0fs", exc.detail, self.REPLICA_BACKOFF_S
+                )
         return self.read_primary(fn)
 
     # -- health ------------------------------------------------------------------------------

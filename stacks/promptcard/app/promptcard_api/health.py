@@ -1,25 +1,27 @@
 """Comprehensive health check (design doc 000, HealthCheckService): concurrent, bounded checks."""
+
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 # Checks run in their own small pool so a burst of health probes cannot starve request threads;
 # a hung check occupies a thread only until its own socket/deadline timeout fires.
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
 
-Probe = Callable[[], Tuple[str, Any]]  # returns (status, details); raising means unhealthy
+Probe = Callable[[], tuple[str, Any]]  # returns (status, details); raising means unhealthy
 
 
-async def run_check(name: str, probe: Probe, timeout_s: float) -> Dict[str, Any]:
+async def run_check(name: str, probe: Probe, timeout_s: float) -> dict[str, Any]:
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
     try:
         status, details = await asyncio.wait_for(loop.run_in_executor(_executor, probe), timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         status, details = UNHEALTHY, f"timed out after {timeout_s:g}s"
     except Exception as exc:  # the probe's failure is the check's result
         status, details = UNHEALTHY, describe_error(exc)
@@ -37,7 +39,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
-def overall(checks: List[Dict[str, Any]]) -> Tuple[str, int]:
+def overall(checks: list[dict[str, Any]]) -> tuple[str, int]:
     """The database is essential (unhealthy -> 503); everything else only degrades the service,
     e.g. without Redis requests still work from the database."""
     by_name = {c["name"]: c["status"] for c in checks}
@@ -48,13 +50,12 @@ def overall(checks: List[Dict[str, Any]]) -> Tuple[str, int]:
     return HEALTHY, 200
 
 
-async def comprehensive(probes: Dict[str, Optional[Probe]], timeout_s: float,
-                        static: Optional[Dict[str, Tuple[str, Any]]] = None) -> Tuple[Dict[str, Any], int]:
+async def comprehensive(
+    probes: dict[str, Probe | None], timeout_s: float, static: dict[str, tuple[str, Any]] | None = None
+) -> tuple[dict[str, Any], int]:
     """probes: name -> probe. static: name -> fixed (status, details) for checks not configured."""
     names = list(probes)
-    results = await asyncio.gather(
-        *(run_check(n, p, timeout_s) for n, p in probes.items() if p is not None)
-    )
+    results = await asyncio.gather(*(run_check(n, p, timeout_s) for n, p in probes.items() if p is not None))
     checks = list(results)
     for name, (status, details) in (static or {}).items():
         checks.append({"name": name, "status": status, "response_time_ms": 0.0, "details": details})

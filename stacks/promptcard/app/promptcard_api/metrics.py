@@ -1,10 +1,12 @@
 """Prometheus metrics shared by all uvicorn workers (prometheus_client multiprocess mode)."""
+
 from __future__ import annotations
 
 import os
 import tempfile
 import time
-from typing import Any, Awaitable, Callable, Dict
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 # prometheus_client picks its value backend at import time, so the directory must be in the
 # environment before the import below. Default: per uvicorn master (the workers' parent), under
@@ -24,9 +26,7 @@ from prometheus_client import (  # noqa: E402
     multiprocess,
 )
 
-REQUESTS = Counter(
-    "http_requests_total", "HTTP requests", ["method", "route", "status"]
-)
+REQUESTS = Counter("http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
     "http_request_duration_seconds",
     "HTTP request duration",
@@ -34,9 +34,7 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 CACHE_OPS = Counter("promptcard_cache_operations_total", "Redis cache operations", ["op", "result"])
-DB_UNAVAILABLE = Counter(
-    "promptcard_database_unavailable_total", "Requests answered 503 because of the database"
-)
+DB_UNAVAILABLE = Counter("promptcard_database_unavailable_total", "Requests answered 503 because of the database")
 LLM_CALLS = Counter("promptcard_llm_requests_total", "LLM generate calls", ["result"])
 
 
@@ -46,7 +44,7 @@ def render() -> bytes:
     return generate_latest(registry)
 
 
-Scope = Dict[str, Any]
+Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
@@ -84,4 +82,4 @@ class MetricsMiddleware:
             LATENCY.labels(**labels).observe(time.perf_counter() - start)
 
 
-__all__ = ["CONTENT_TYPE_LATEST", "render", "MetricsMiddleware"]
+__all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "render"]

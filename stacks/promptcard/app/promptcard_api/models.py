@@ -1,8 +1,9 @@
 """Request bodies (pydantic v1 API, as packaged by Debian bookworm)."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field, root_validator, validator
@@ -42,24 +43,24 @@ def check_json(value: Any, depth: int = 0) -> Any:
 
 class _Body(BaseModel):
     @validator("*", pre=False)
-    def _clean(cls, value: Any) -> Any:  # noqa: N805 - pydantic validator signature
+    def _clean(cls, value: Any) -> Any:
         return check_json(value) if not isinstance(value, (UUID, bool, int)) else value
 
 
-Tags = List[str]
+Tags = list[str]
 
 
 class CardCreate(_Body):
     title: str = Field(..., min_length=1, max_length=255)
     prompt: str = Field(..., min_length=1, max_length=100_000)
-    description: Optional[str] = Field(None, max_length=10_000)
-    category: Optional[str] = Field(None, max_length=100)
-    tags: Optional[List[str]] = Field(None, max_items=100)
-    metadata: Optional[Dict[str, Any]] = None
+    description: str | None = Field(None, max_length=10_000)
+    category: str | None = Field(None, max_length=100)
+    tags: list[str] | None = Field(None, max_items=100)
+    metadata: dict[str, Any] | None = None
     is_public: bool = False
 
     @validator("tags", each_item=True)
-    def _tag(cls, value: str) -> str:  # noqa: N805
+    def _tag(cls, value: str) -> str:
         if not value or len(value) > 100:
             raise ValueError("tags must be 1..100 characters")
         return value
@@ -68,12 +69,12 @@ class CardCreate(_Body):
 class CardUpdate(CardCreate):
     """Partial update: only fields present in the body change."""
 
-    title: Optional[str] = Field(None, min_length=1, max_length=255)  # type: ignore[assignment]
-    prompt: Optional[str] = Field(None, min_length=1, max_length=100_000)  # type: ignore[assignment]
-    is_public: Optional[bool] = None  # type: ignore[assignment]
+    title: str | None = Field(None, min_length=1, max_length=255)  # type: ignore[assignment]
+    prompt: str | None = Field(None, min_length=1, max_length=100_000)  # type: ignore[assignment]
+    is_public: bool | None = None  # type: ignore[assignment]
 
     @root_validator(pre=True)
-    def _no_null_required(cls, values: Dict[str, Any]) -> Dict[str, Any]:  # noqa: N805
+    def _no_null_required(cls, values: dict[str, Any]) -> dict[str, Any]:
         for name in ("title", "prompt", "is_public"):
             if name in values and values[name] is None:
                 raise ValueError(f"{name} may be omitted but not null")
@@ -82,11 +83,11 @@ class CardUpdate(CardCreate):
 
 class TestCaseCreate(_Body):
     name: str = Field(..., min_length=1, max_length=255)
-    input: Dict[str, Any]
-    expected_output: Optional[str] = Field(None, max_length=100_000)
-    assertions: Optional[Union[List[Any], Dict[str, Any]]] = None
+    input: dict[str, Any]
+    expected_output: str | None = Field(None, max_length=100_000)
+    assertions: list[Any] | dict[str, Any] | None = None
 
 
 class ExecuteRequest(_Body):
-    input: Optional[Union[str, Dict[str, Any]]] = None
-    test_case_id: Optional[UUID] = None
+    input: str | dict[str, Any] | None = None
+    test_case_id: UUID | None = None

@@ -1,11 +1,12 @@
 """HTTP endpoints. Sync handlers (FastAPI runs them in its threadpool) over the sync pools."""
+
 from __future__ import annotations
 
 import datetime as dt
 import json
 import time
 from decimal import Decimal
-from typing import Any, Dict, List, Optional
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -23,14 +24,9 @@ from .db import SEARCH_EXPR, Database, DatabaseUnavailable
 from .models import CardCreate, CardUpdate, ExecuteRequest, TestCaseCreate, check_text
 
 router = APIRouter()
-CARD_COLUMNS = (
-    "id, title, description, prompt, category, tags, metadata, created_at, updated_at, "
-    "version, is_public"
-)
+CARD_COLUMNS = "id, title, description, prompt, category, tags, metadata, created_at, updated_at, version, is_public"
 TEST_CASE_COLUMNS = "id, prompt_card_id, name, input, expected_output, assertions, created_at"
-RESULT_COLUMNS = (
-    "id, prompt_card_id, test_case_id, input, output, success, execution_time, metrics, executed_at"
-)
+RESULT_COLUMNS = "id, prompt_card_id, test_case_id, input, output, success, execution_time, metrics, executed_at"
 
 
 class ApiError(Exception):
@@ -53,13 +49,13 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def json_response(body: bytes, status: int = 200, cache: Optional[str] = None,
-                  headers: Optional[Dict[str, str]] = None) -> Response:
+def json_response(
+    body: bytes, status: int = 200, cache: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     all_headers = dict(headers or {})
     if cache:
         all_headers["X-Cache"] = cache
-    return Response(content=body, status_code=status, media_type="application/json",
-                    headers=all_headers)
+    return Response(content=body, status_code=status, media_type="application/json", headers=all_headers)
 
 
 def _deps(request: Request) -> tuple:
@@ -67,14 +63,15 @@ def _deps(request: Request) -> tuple:
     return state.settings, state.db, state.cache
 
 
-def _query_text(name: str, value: Optional[str]) -> Optional[str]:
+def _query_text(name: str, value: str | None) -> str | None:
     if value is None:
         return None
     try:
         return check_text(value)
     except ValueError as exc:
-        raise ApiError(422, "validation_error",
-                       [{"loc": ["query", name], "msg": str(exc), "type": "value_error"}]) from None
+        raise ApiError(
+            422, "validation_error", [{"loc": ["query", name], "msg": str(exc), "type": "value_error"}]
+        ) from None
 
 
 def _not_found(what: str = "prompt card") -> ApiError:
@@ -83,7 +80,7 @@ def _not_found(what: str = "prompt card") -> ApiError:
 
 # -- health & metrics -------------------------------------------------------------------------------
 @router.get("/api/health")
-async def liveness() -> Dict[str, str]:
+async def liveness() -> dict[str, str]:
     # Liveness only: a dependency outage must not get the container restarted.
     return {"status": "ok"}
 
@@ -115,8 +112,8 @@ async def comprehensive(request: Request) -> Response:
             return health.DEGRADED, f"model {settings.llm_model!r} not pulled"
         return health.HEALTHY, {"models": len(names)}
 
-    probes: Dict[str, Any] = {"database": database}
-    static: Dict[str, tuple] = {}
+    probes: dict[str, Any] = {"database": database}
+    static: dict[str, tuple] = {}
     if db.replica is not None:
         probes["database_replica"] = replica
     if cache.enabled:
@@ -142,8 +139,8 @@ def list_cards(
     request: Request,
     page: int = Query(1, ge=1, le=1_000_000),
     page_size: int = Query(20, ge=1, le=100),
-    category: Optional[str] = Query(None, max_length=100),
-    q: Optional[str] = Query(None, max_length=500),
+    category: str | None = Query(None, max_length=100),
+    q: str | None = Query(None, max_length=500),
 ) -> Response:
     _, db, cache = _deps(request)
     q = _query_text("q", q)
@@ -154,17 +151,16 @@ def list_cards(
     if body is not None:
         return json_response(body, cache="HIT")
 
-    where: List[str] = []
-    args: Dict[str, Any] = {"limit": page_size, "offset": (page - 1) * page_size, "q": q,
-                            "category": category}
+    where: list[str] = []
+    args: dict[str, Any] = {"limit": page_size, "offset": (page - 1) * page_size, "q": q, "category": category}
     if category is not None:
         where.append("category = %(category)s")
     if q is not None:
         where.append(f"{SEARCH_EXPR} @@ plainto_tsquery('english', %(q)s)")
     where_sql = f"WHERE {' AND '.join(where)}" if where else ""
-    order = (f"ts_rank({SEARCH_EXPR}, plainto_tsquery('english', %(q)s)) DESC, " if q else "")
+    order = f"ts_rank({SEARCH_EXPR}, plainto_tsquery('english', %(q)s)) DESC, " if q else ""
 
-    def query(conn: psycopg.Connection[Any]) -> Dict[str, Any]:
+    def query(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         cur = conn.cursor(row_factory=dict_row)
         total = cur.execute(f"SELECT count(*) AS n FROM prompt_cards {where_sql}", args).fetchone()
         items = cur.execute(
@@ -172,8 +168,7 @@ def list_cards(
             f"ORDER BY {order}created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
             args,
         ).fetchall()
-        return {"items": items, "page": page, "page_size": page_size,
-                "total": total["n"] if total else 0}
+        return {"items": items, "page": page, "page_size": page_size, "total": total["n"] if total else 0}
 
     body = dumps(db.read_replica(query, min_lsn=min_lsn))
     cache.set_list(gen, params, body)
@@ -185,18 +180,21 @@ def create_card(request: Request, card: CardCreate) -> Response:
     _, db, cache = _deps(request)
     data = card.dict()
 
-    def insert(conn: psycopg.Connection[Any]) -> Dict[str, Any]:
-        return conn.cursor(row_factory=dict_row).execute(
-            "INSERT INTO prompt_cards (title, description, prompt, category, tags, metadata,"
-            " is_public) VALUES (%(title)s, %(description)s, %(prompt)s, %(category)s, %(tags)s,"
-            f" %(metadata)s, %(is_public)s) RETURNING {CARD_COLUMNS}",
-            {**data, "metadata": Jsonb(data["metadata"]) if data["metadata"] is not None else None},
-        ).fetchone()
+    def insert(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        return (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                "INSERT INTO prompt_cards (title, description, prompt, category, tags, metadata,"
+                " is_public) VALUES (%(title)s, %(description)s, %(prompt)s, %(category)s, %(tags)s,"
+                f" %(metadata)s, %(is_public)s) RETURNING {CARD_COLUMNS}",
+                {**data, "metadata": Jsonb(data["metadata"]) if data["metadata"] is not None else None},
+            )
+            .fetchone()
+        )
 
     row, lsn = db.write(insert)
     cache.invalidate(None, lsn)
-    return json_response(dumps(row), status=201,
-                         headers={"Location": f"/api/prompt-cards/{row['id']}"})
+    return json_response(dumps(row), status=201, headers={"Location": f"/api/prompt-cards/{row['id']}"})
 
 
 @router.get("/api/prompt-cards/{card_id}")
@@ -208,9 +206,11 @@ def get_card(request: Request, card_id: UUID) -> Response:
         return json_response(body, cache="HIT")
     # Primary, not replica: a client must read its own writes.
     row = db.read_primary(
-        lambda conn: conn.cursor(row_factory=dict_row).execute(
-            f"SELECT {CARD_COLUMNS} FROM prompt_cards WHERE id = %s", (card_id,)
-        ).fetchone()
+        lambda conn: (
+            conn.cursor(row_factory=dict_row)
+            .execute(f"SELECT {CARD_COLUMNS} FROM prompt_cards WHERE id = %s", (card_id,))
+            .fetchone()
+        )
     )
     if row is None:
         raise _not_found()
@@ -228,12 +228,16 @@ def update_card(request: Request, card_id: UUID, card: CardUpdate) -> Response:
     # Column names come from the model's fields only, never from the request.
     assignments = "".join(f"{name} = %({name})s, " for name in changes)
 
-    def update(conn: psycopg.Connection[Any]) -> Optional[Dict[str, Any]]:
-        return conn.cursor(row_factory=dict_row).execute(
-            f"UPDATE prompt_cards SET {assignments}updated_at = now(), version = version + 1"
-            f" WHERE id = %(id)s RETURNING {CARD_COLUMNS}",
-            {**changes, "id": card_id},
-        ).fetchone()
+    def update(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
+        return (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                f"UPDATE prompt_cards SET {assignments}updated_at = now(), version = version + 1"
+                f" WHERE id = %(id)s RETURNING {CARD_COLUMNS}",
+                {**changes, "id": card_id},
+            )
+            .fetchone()
+        )
 
     row, lsn = db.write(update)
     if row is None:
@@ -246,9 +250,7 @@ def update_card(request: Request, card_id: UUID, card: CardUpdate) -> Response:
 def delete_card(request: Request, card_id: UUID) -> Response:
     _, db, cache = _deps(request)
     row, lsn = db.write(
-        lambda conn: conn.execute(
-            "DELETE FROM prompt_cards WHERE id = %s RETURNING id", (card_id,)
-        ).fetchone()
+        lambda conn: conn.execute("DELETE FROM prompt_cards WHERE id = %s RETURNING id", (card_id,)).fetchone()
     )
     if row is None:
         raise _not_found()
@@ -261,13 +263,12 @@ def delete_card(request: Request, card_id: UUID) -> Response:
 def list_test_cases(request: Request, card_id: UUID) -> Response:
     _, db, _ = _deps(request)
 
-    def query(conn: psycopg.Connection[Any]) -> Optional[List[Dict[str, Any]]]:
+    def query(conn: psycopg.Connection[Any]) -> list[dict[str, Any]] | None:
         cur = conn.cursor(row_factory=dict_row)
         if cur.execute("SELECT 1 FROM prompt_cards WHERE id = %s", (card_id,)).fetchone() is None:
             return None
         return cur.execute(
-            f"SELECT {TEST_CASE_COLUMNS} FROM test_cases WHERE prompt_card_id = %s"
-            " ORDER BY created_at, id",
+            f"SELECT {TEST_CASE_COLUMNS} FROM test_cases WHERE prompt_card_id = %s ORDER BY created_at, id",
             (card_id,),
         ).fetchall()
 
@@ -282,13 +283,22 @@ def create_test_case(request: Request, card_id: UUID, test_case: TestCaseCreate)
     _, db, _ = _deps(request)
     data = test_case.dict()
 
-    def insert(conn: psycopg.Connection[Any]) -> Dict[str, Any]:
-        return conn.cursor(row_factory=dict_row).execute(
-            "INSERT INTO test_cases (prompt_card_id, name, input, expected_output, assertions)"
-            f" VALUES (%s, %s, %s, %s, %s) RETURNING {TEST_CASE_COLUMNS}",
-            (card_id, data["name"], Jsonb(data["input"]), data["expected_output"],
-             Jsonb(data["assertions"]) if data["assertions"] is not None else None),
-        ).fetchone()
+    def insert(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        return (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                "INSERT INTO test_cases (prompt_card_id, name, input, expected_output, assertions)"
+                f" VALUES (%s, %s, %s, %s, %s) RETURNING {TEST_CASE_COLUMNS}",
+                (
+                    card_id,
+                    data["name"],
+                    Jsonb(data["input"]),
+                    data["expected_output"],
+                    Jsonb(data["assertions"]) if data["assertions"] is not None else None,
+                ),
+            )
+            .fetchone()
+        )
 
     try:
         row, _lsn = db.write(insert)
@@ -305,20 +315,19 @@ def compose_prompt(prompt: str, value: Any) -> str:
     if isinstance(value, dict):
         filled = prompt
         for name, item in value.items():
-            filled = filled.replace("{{" + str(name) + "}}", item if isinstance(item, str)
-                                    else json.dumps(item))
+            filled = filled.replace("{{" + str(name) + "}}", item if isinstance(item, str) else json.dumps(item))
         return filled if filled != prompt else f"{prompt}\n\n{json.dumps(value)}"
     return f"{prompt}\n\n{value}"
 
 
 @router.post("/api/prompt-cards/{card_id}/execute")
-def execute(request: Request, card_id: UUID, body: Optional[ExecuteRequest] = None) -> Response:
+def execute(request: Request, card_id: UUID, body: ExecuteRequest | None = None) -> Response:
     settings, db, _ = _deps(request)
     if not settings.llm_url:
         raise ApiError(503, "llm_unavailable", "no LLM configured (set LLM_URL)")
     body = body or ExecuteRequest()
 
-    def load(conn: psycopg.Connection[Any]) -> Optional[Dict[str, Any]]:
+    def load(conn: psycopg.Connection[Any]) -> dict[str, Any] | None:
         cur = conn.cursor(row_factory=dict_row)
         card = cur.execute("SELECT prompt FROM prompt_cards WHERE id = %s", (card_id,)).fetchone()
         if card is None or body.test_case_id is None:
@@ -346,10 +355,10 @@ def execute(request: Request, card_id: UUID, body: Optional[ExecuteRequest] = No
         )
     except httpx.TimeoutException:
         metrics.LLM_CALLS.labels(result="timeout").inc()
-        raise ApiError(504, "llm_timeout", f"LLM did not answer within {settings.llm_timeout_s:g}s")
+        raise ApiError(504, "llm_timeout", f"LLM did not answer within {settings.llm_timeout_s:g}s") from None
     except httpx.HTTPError as exc:
         metrics.LLM_CALLS.labels(result="unavailable").inc()
-        raise ApiError(503, "llm_unavailable", health.describe_error(exc))
+        raise ApiError(503, "llm_unavailable", health.describe_error(exc)) from exc
     elapsed_ms = int((time.perf_counter() - start) * 1000)
     try:
         resp.raise_for_status()
@@ -359,20 +368,26 @@ def execute(request: Request, card_id: UUID, body: Optional[ExecuteRequest] = No
             raise TypeError("'response' is not a string")
     except Exception as exc:  # a broken LLM answer is the LLM's failure, not ours
         metrics.LLM_CALLS.labels(result="error").inc()
-        raise ApiError(503, "llm_error", health.describe_error(exc))
+        raise ApiError(503, "llm_error", health.describe_error(exc)) from exc
     metrics.LLM_CALLS.labels(result="ok").inc()
-    stats = {k: payload[k] for k in ("model", "eval_count", "prompt_eval_count", "total_duration")
-             if isinstance(payload.get(k), (str, int))}
+    stats = {
+        k: payload[k]
+        for k in ("model", "eval_count", "prompt_eval_count", "total_duration")
+        if isinstance(payload.get(k), (str, int))
+    }
     output = output.replace("\x00", "")  # NUL is not storable in PostgreSQL text
 
-    def insert(conn: psycopg.Connection[Any]) -> Dict[str, Any]:
-        return conn.cursor(row_factory=dict_row).execute(
-            "INSERT INTO execution_results (prompt_card_id, test_case_id, input, output, success,"
-            f" execution_time, metrics) VALUES (%s, %s, %s, %s, true, %s, %s)"
-            f" RETURNING {RESULT_COLUMNS}",
-            (card_id, body.test_case_id, Jsonb({"input": value}), output, elapsed_ms,
-             Jsonb(stats)),
-        ).fetchone()
+    def insert(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+        return (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                "INSERT INTO execution_results (prompt_card_id, test_case_id, input, output, success,"
+                f" execution_time, metrics) VALUES (%s, %s, %s, %s, true, %s, %s)"
+                f" RETURNING {RESULT_COLUMNS}",
+                (card_id, body.test_case_id, Jsonb({"input": value}), output, elapsed_ms, Jsonb(stats)),
+            )
+            .fetchone()
+        )
 
     try:
         row, _lsn = db.write(insert)
@@ -381,4 +396,4 @@ def execute(request: Request, card_id: UUID, body: Optional[ExecuteRequest] = No
     return json_response(dumps(row))
 
 
-__all__ = ["router", "ApiError", "DatabaseUnavailable", "Cache", "Database", "Settings"]
+__all__ = ["ApiError", "Cache", "Database", "DatabaseUnavailable", "Settings", "router"]

@@ -385,6 +385,10 @@ class Stack:
         known = ", ".join(self._handles) or "(the stack is not running)"
         raise StackError(f"stack {self.spec.name} has no service {name!r}", f"use one of: {known}")
 
+    def handles(self) -> list[ServiceHandle]:
+        """Every running container of the stack, in start order."""
+        return list(self._handles.values())
+
     def instances(self, service: str) -> list[ServiceHandle]:
         if service not in self.spec.services:
             raise StackError(

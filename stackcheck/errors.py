@@ -49,3 +49,7 @@ class StackError(StackcheckError):
 
 class ToxiproxyError(StackcheckError):
     """The Toxiproxy API refused or did not answer."""
+
+
+class PolicyError(StackcheckError):
+    """A policy file is unreadable, malformed or names what does not exist."""

@@ -422,7 +422,7 @@ class Stack:
         """The entrypoint as an HTTP target whose TLS is verified against this run's CA."""
         if self.ca is None:
             raise StackError(f"stack {self.spec.name} is not running", "start it first (`with Stack(...) as stack:`)")
-        return HttpTarget(self.url(), self.ca.client_context(), booted=True)
+        return HttpTarget(self.url(), self.ca.client_context(), booted=True, ca_file=self.tls_files["ca"])
 
     def http(self, timeout: float = 10.0, **kwargs: Any) -> httpx.Client:
         """An HTTP client for the entrypoint that verifies TLS against this run's CA."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ class HttpTarget:
     base_url: str
     verify: ssl.SSLContext | bool = True
     booted: bool = False  # False: an external deployment; container-level checks do not apply
+    ca_file: Path | None = None  # the CA that signs the certificate, when not a system-trusted one
 
     @classmethod
     def external(cls, url: str, ca_file: str | None = None) -> HttpTarget:
@@ -26,7 +28,7 @@ class HttpTarget:
                 f"--target {url!r} is not an http(s) URL", "pass e.g. --target https://staging.example.com"
             )
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
-        return cls(url.rstrip("/"), verify, booted=False)
+        return cls(url.rstrip("/"), verify, booted=False, ca_file=Path(ca_file) if ca_file else None)
 
     @property
     def host(self) -> str:

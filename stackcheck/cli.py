@@ -9,8 +9,12 @@ import time
 from collections.abc import Sequence
 
 from stackcheck import engine, images
+from stackcheck.compliance import runner as compliance_runner
+from stackcheck.compliance.model import Area, Outcome, Policy, Severity
+from stackcheck.compliance.runner import CheckContext
 from stackcheck.errors import StackcheckError, StackError
 from stackcheck.stack import DEFAULT_STACK, RUN_LABEL, Stack, remove_runs
+from stackcheck.target import HttpTarget
 
 
 def _offline_default() -> bool:
@@ -66,6 +70,27 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_compliance(args: argparse.Namespace) -> int:
+    policy = Policy.load(args.policy)
+    fail_on = Severity(args.fail_on) if args.fail_on else policy.fail_on
+    areas = [Area(a) for a in args.area] if args.area else None
+    if args.target:
+        results = compliance_runner.run(
+            CheckContext(HttpTarget.external(args.target, args.target_ca), None, policy), areas
+        )
+    else:
+        with Stack.from_file(args.stack, progress=_say) as stack:
+            results = compliance_runner.run(CheckContext(stack.target(), stack, policy), areas)
+    print(compliance_runner.table(results))
+    breaches = policy.breaches(results, fail_on)
+    counts = {o: sum(r.outcome is o for r in results) for o in Outcome}
+    summary = ", ".join(f"{n} {o.value}" for o, n in counts.items() if n)
+    _say(f"\n{len(results)} results: {summary}; {len(breaches)} at or above {fail_on.value}")
+    for breach in breaches:
+        _say(f"BREACH {breach.rule.id} ({breach.rule.severity.value}) {breach.subject}: {breach.evidence}")
+    return 1 if breaches else 0
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -103,6 +128,18 @@ def parser() -> argparse.ArgumentParser:
     down.add_argument("run_id", nargs="?", help="the run id `up` printed")
     down.add_argument("--all", action="store_true", help="remove every stackcheck-labelled container and network")
     down.set_defaults(func=cmd_down)
+
+    chk = sub.add_parser("check", help="run checks and print a table").add_subparsers(dest="action", required=True)
+    comp = chk.add_parser("compliance", help="policy rules: headers, TLS, containers, rate limits, health, data stores")
+    comp.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file to boot (default: the reference stack)")
+    comp.add_argument("--policy", default=None, help="policy file merged over policies/default.toml")
+    comp.add_argument("--target", default=None, help="check a running deployment's URL instead (HTTP/TLS rules)")
+    comp.add_argument("--target-ca", default=None, help="CA bundle for --target")
+    comp.add_argument(
+        "--fail-on", choices=[s.value for s in Severity], help="severity threshold (default: the policy's)"
+    )
+    comp.add_argument("--area", action="append", choices=[a.value for a in Area], help="only these areas")
+    comp.set_defaults(func=cmd_check_compliance)
     return top
 
 

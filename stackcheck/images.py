@@ -386,3 +386,18 @@ def require(name: str, client: docker.DockerClient, catalog: Catalog | None = No
             f"run `stackcheck images build --offline --only {name}` (drop --offline where a registry is reachable)",
         ) from None
     return tag
+
+
+def resolve(image: str, client: docker.DockerClient, catalog: Catalog | None = None) -> str:
+    """A stack's ``image``: a catalog name (built here) or a full reference that must exist locally."""
+    catalog = catalog or Catalog.load()
+    if image in catalog.images or not ("/" in image or ":" in image):
+        return require(image, client, catalog)
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise ImageMissingError(
+            f"image {image} is not present in the local engine (stackcheck never pulls at run time)",
+            f"`docker pull {image}` where a registry is reachable, or `docker build -t {image} ...`",
+        ) from None
+    return image

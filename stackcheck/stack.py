@@ -177,7 +177,7 @@ class Stack:
         try:
             self._client = engine.client()
             catalog = images.Catalog.load()
-            tags = {name: images.require(svc.image, self._client, catalog) for name, svc in self.spec.services.items()}
+            tags = {name: images.resolve(svc.image, self._client, catalog) for name, svc in self.spec.services.items()}
             if self.reap and tc_config.ryuk_image == catalog.tag("ryuk"):
                 images.require("ryuk", self._client, catalog)
             # `stackcheck up` keeps the stack after this process exits: no reaper for it then.
@@ -192,7 +192,8 @@ class Stack:
                     list(pool.map(lambda name: self._start_service(self.spec.services[name], tags[name]), wave))
                 if self.spec.proxy in wave:
                     self._create_links()
-            self._wait_for_entrypoint()
+            if self.spec.entrypoint_url is not None:
+                self._wait_for_entrypoint()
         except BaseException as exc:
             diagnostics = self._diagnostics()
             self.stop()
@@ -330,6 +331,11 @@ class Stack:
                 kwargs["cap_add"] = list(svc.cap_add)
             if svc.user:
                 kwargs["user"] = svc.user
+            if svc.privileged:
+                kwargs["privileged"] = True
+            for mount in svc.mounts:
+                host_path, target, *mode = mount.split(":")
+                container.with_volume_mapping(host_path, target, mode[0] if mode else "rw")
             container.with_kwargs(**kwargs)
             wait = HealthcheckWaitStrategy() if svc.ready is Readiness.HEALTHCHECK else ContainerStatusWaitStrategy()
             container.waiting_for(wait.with_startup_timeout(int(svc.ready_timeout_s)))
@@ -411,7 +417,9 @@ class Stack:
 
     def url(self, service: str | None = None, port: int | None = None, scheme: str | None = None) -> str:
         """``stack.url()`` is the entrypoint (e.g. https://localhost:PORT); else SERVICE:PORT on 127.0.0.1."""
-        entry = urlsplit(self.spec.entrypoint_url)
+        entry = urlsplit(self.spec.entrypoint_url or "")
+        if service is None and not entry.hostname:
+            raise StackError(f"stack {self.spec.name} has no entrypoint", "name a service: stack.url('SERVICE', PORT)")
         service = service or str(entry.hostname)
         port = port or (entry.port if service == entry.hostname else None) or self.spec.services[service].ports[0]
         scheme = scheme or (entry.scheme if service == entry.hostname else "http")
@@ -453,7 +461,7 @@ class Stack:
 
     def describe(self) -> str:
         lines = [f"stack {self.spec.name} (run {self.run_id}) from {self.spec.path}"]
-        if self._handles:
+        if self._handles and self.spec.entrypoint_url:
             lines.append(f"  entrypoint: {self.url()}  (CA: {self.tls_files['ca']})")
             for handle in self._handles.values():
                 ports = ", ".join(f"{p}->127.0.0.1:{handle.port(p)}" for p in handle.service.ports)

@@ -64,6 +64,8 @@ class ServiceSpec:
     cap_drop: tuple[str, ...] = ()
     cap_add: tuple[str, ...] = ()
     user: str | None = None
+    privileged: bool = False
+    mounts: tuple[str, ...] = ()  # host bind mounts "HOST:CONTAINER[:ro|rw]"
 
     def instances(self) -> list[str]:
         return [self.name] if self.replicas == 1 else [f"{self.name}-{i}" for i in range(1, self.replicas + 1)]
@@ -108,7 +110,7 @@ class Objectives:
 class StackSpec:
     path: Path
     name: str
-    entrypoint_url: str  # scheme://SERVICE:CONTAINER_PORT, e.g. https://nginx:8443
+    entrypoint_url: str | None  # scheme://SERVICE:CONTAINER_PORT, e.g. https://nginx:8443; None: no HTTP edge
     health_path: str
     tls_hostnames: tuple[str, ...]
     secrets: tuple[str, ...]
@@ -117,6 +119,10 @@ class StackSpec:
     links: Mapping[str, LinkSpec]
     proxy: str | None
     objectives: Objectives
+
+    @property
+    def entry_service(self) -> str | None:
+        return urlsplit(self.entrypoint_url).hostname if self.entrypoint_url else None
 
     def start_order(self) -> list[list[str]]:
         """Services in waves: each wave depends only on earlier ones."""
@@ -238,7 +244,7 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
     spec = StackSpec(
         path=path,
         name=stack.name(stack.get("name", str, required=True), "stack"),
-        entrypoint_url=stack.get("entrypoint", str, required=True),
+        entrypoint_url=stack.get("entrypoint", str),
         health_path=stack.get("health_path", str, "/"),
         tls_hostnames=tls.str_list("hostnames") or ("localhost", "127.0.0.1"),
         secrets=secret_names,
@@ -248,7 +254,7 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
         proxy=proxy,
         objectives=_objectives(top.table("objectives")),
     )
-    entry = urlsplit(spec.entrypoint_url)
+    entry = urlsplit(spec.entrypoint_url or "")
     try:
         entry_port = entry.port
     except ValueError:
@@ -273,6 +279,7 @@ def _service(svcs: _Reader, name: str, networks: Mapping[str, NetworkSpec], path
     svc.only({
         "image", "networks", "env", "files", "ports", "command", "depends_on", "replicas", "ready",
         "ready_timeout_s", "read_only", "tmpfs", "memory", "cpus", "cap_drop", "cap_add", "user",
+        "privileged", "mounts",
     })  # fmt: skip
     nets = svc.table("networks")
     if not nets.data:
@@ -348,7 +355,27 @@ def _service(svcs: _Reader, name: str, networks: Mapping[str, NetworkSpec], path
         cap_drop=svc.str_list("cap_drop"),
         cap_add=svc.str_list("cap_add"),
         user=svc.get("user", str),
+        privileged=svc.get("privileged", bool, False),
+        mounts=_mounts(svc),
     )
+
+
+def _mounts(svc: _Reader) -> tuple[str, ...]:
+    mounts = svc.str_list("mounts")
+    for mount in mounts:
+        parts = mount.split(":")
+        if (
+            len(parts) not in (2, 3)
+            or not parts[0].startswith("/")
+            or not parts[1].startswith("/")
+            or parts[2:] not in ([], ["ro"], ["rw"])
+        ):
+            raise svc.fail(
+                "mounts",
+                f"{mount!r} is not HOST:CONTAINER[:ro|rw] with absolute paths",
+                'write mounts = ["/srv/data:/data:ro"]',
+            )
+    return mounts
 
 
 def _link(lnk: _Reader, name: str, services: Mapping[str, ServiceSpec]) -> LinkSpec:

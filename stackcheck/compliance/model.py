@@ -33,7 +33,7 @@ class Severity(Enum):
     def rank(self) -> int:
         return list(Severity).index(self)
 
-    def __ge__(self, other: Severity) -> bool:  # type: ignore[override]
+    def __ge__(self, other: Severity) -> bool:
         return self.rank >= other.rank
 
 
@@ -64,7 +64,9 @@ class Rule:
 
     def param(self, name: str) -> Any:
         if name not in self.params:
-            raise PolicyError(f"rule {self.id} has no parameter {name!r}", f"add `{name} = ...` under [rules.{self.id}]")
+            raise PolicyError(
+                f"rule {self.id} has no parameter {name!r}", f"add `{name} = ...` under [rules.{self.id}]"
+            )
         return self.params[name]
 
 
@@ -122,7 +124,9 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())
     except OSError as exc:
-        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}", "pass an existing file with --policy") from exc
+        raise PolicyError(
+            f"cannot read policy file {path}: {exc.strerror}", "pass an existing file with --policy"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: not valid TOML: {exc}", "fix the syntax at the position named") from exc
 
@@ -140,13 +144,18 @@ TABLES = {"policy", "rules", "http"}
 
 def _http(raw: Any, path: Path, current: HttpSurface) -> HttpSurface:
     if not isinstance(raw, dict) or set(raw) - {"routes", "not_found_path", "rate_limited_path", "error_statuses"}:
-        raise PolicyError(f"{path}: [http] has an unknown key or is not a table", "use routes, not_found_path, rate_limited_path, error_statuses")
+        raise PolicyError(
+            f"{path}: [http] has an unknown key or is not a table",
+            "use routes, not_found_path, rate_limited_path, error_statuses",
+        )
     routes = raw.get("routes", list(current.routes))
     statuses = raw.get("error_statuses", list(current.error_statuses))
     if not (isinstance(routes, list) and all(isinstance(r, str) and r.startswith("/") for r in routes)):
         raise PolicyError(f"{path}: [http] routes must be a list of paths", 'write routes = ["/", "/api/health"]')
     if not (isinstance(statuses, list) and all(s in (404, 429, 502) for s in statuses)):
-        raise PolicyError(f"{path}: [http] error_statuses may hold 404, 429 and 502", "write error_statuses = [404, 429, 502]")
+        raise PolicyError(
+            f"{path}: [http] error_statuses may hold 404, 429 and 502", "write error_statuses = [404, 429, 502]"
+        )
     for key in ("not_found_path", "rate_limited_path"):
         if key in raw and not (isinstance(raw[key], str) and raw[key].startswith("/")):
             raise PolicyError(f"{path}: [http] {key} must be a path", f'write {key} = "/api/..."')
@@ -168,19 +177,28 @@ def _parse(data: Mapping[str, Any], path: Path, source: tuple[Path, ...]) -> Pol
         raise PolicyError(f"{path}: [rules] must be a table", "write [rules.ID] tables")
     for rule_id, raw in raw_rules.items():
         if not isinstance(raw, dict):
-            raise PolicyError(f"{path}: [rules.{rule_id}] must be a table", f"write [rules.{rule_id}] with area, severity, description")
+            raise PolicyError(
+                f"{path}: [rules.{rule_id}] must be a table",
+                f"write [rules.{rule_id}] with area, severity, description",
+            )
         raw = dict(raw)
         try:
             area = Area(raw.pop("area"))
             description = raw.pop("description")
         except KeyError as exc:
-            raise PolicyError(f"{path}: [rules.{rule_id}] lacks {exc.args[0]!r}", "every rule needs area, severity and description") from None
+            raise PolicyError(
+                f"{path}: [rules.{rule_id}] lacks {exc.args[0]!r}", "every rule needs area, severity and description"
+            ) from None
         except ValueError:
-            raise PolicyError(f"{path}: [rules.{rule_id}] has an unknown area", f"use one of: {', '.join(a.value for a in Area)}") from None
+            raise PolicyError(
+                f"{path}: [rules.{rule_id}] has an unknown area", f"use one of: {', '.join(a.value for a in Area)}"
+            ) from None
         severity = _severity(raw.pop("severity", None), f"rules.{rule_id}", path)
         enabled = raw.pop("enabled", True)
         if not isinstance(description, str) or not isinstance(enabled, bool):
-            raise PolicyError(f"{path}: [rules.{rule_id}] description must be text and enabled a boolean", "fix the types")
+            raise PolicyError(
+                f"{path}: [rules.{rule_id}] description must be text and enabled a boolean", "fix the types"
+            )
         rules[rule_id] = Rule(rule_id, area, severity, description, raw, enabled)
     fail_on = _severity(data.get("policy", {}).get("fail_on", "high"), "policy", path)
     return Policy(rules, fail_on, source, _http(data.get("http", {}), path, HttpSurface()))
@@ -197,7 +215,9 @@ def _merge(policy: Policy, data: Mapping[str, Any], path: Path) -> Policy:
         raise PolicyError(f"{path}: [rules] must be a table", "write [rules.ID] tables")
     for rule_id, raw in raw_rules.items():
         if rule_id not in rules:
-            raise PolicyError(f"{path}: [rules.{rule_id}] is not a rule of the policy", f"use one of: {', '.join(sorted(rules))}")
+            raise PolicyError(
+                f"{path}: [rules.{rule_id}] is not a rule of the policy", f"use one of: {', '.join(sorted(rules))}"
+            )
         if not isinstance(raw, dict):
             raise PolicyError(f"{path}: [rules.{rule_id}] must be a table", "write key = value lines under it")
         rule = rules[rule_id]
@@ -208,7 +228,9 @@ def _merge(policy: Policy, data: Mapping[str, Any], path: Path) -> Policy:
                 changes["severity"] = _severity(value, f"rules.{rule_id}", path)
             elif key == "enabled":
                 if not isinstance(value, bool):
-                    raise PolicyError(f"{path}: [rules.{rule_id}] enabled must be true or false", "write enabled = false")
+                    raise PolicyError(
+                        f"{path}: [rules.{rule_id}] enabled must be true or false", "write enabled = false"
+                    )
                 changes["enabled"] = value
             elif key in params:
                 expected = type(params[key])
@@ -216,14 +238,17 @@ def _merge(policy: Policy, data: Mapping[str, Any], path: Path) -> Policy:
                 ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
                 ok = ok or (expected is float and isinstance(value, int) and not isinstance(value, bool))
                 if not ok:
+                    got = f"{type(value).__name__} ({value!r})"
                     raise PolicyError(
-                        f"{path}: [rules.{rule_id}] {key} must be {expected.__name__}, not {type(value).__name__} ({value!r})",
+                        f"{path}: [rules.{rule_id}] {key} must be {expected.__name__}, not {got}",
                         f"write {key} like the default: {params[key]!r}",
                     )
                 params[key] = value
             else:
                 known = ", ".join(["severity", "enabled", *params])
-                raise PolicyError(f"{path}: [rules.{rule_id}] {key!r} is not a setting of this rule", f"use one of: {known}")
+                raise PolicyError(
+                    f"{path}: [rules.{rule_id}] {key!r} is not a setting of this rule", f"use one of: {known}"
+                )
         rules[rule_id] = replace(rule, params=params, **changes)
     fail_on = policy.fail_on
     if "policy" in data:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stackcheck.compliance.model import Area, Outcome, Policy, Result, Rule
+
+__all__ = ["CheckContext", "Outcome", "SkipRule", "check", "evaluate", "run", "table"]
 from stackcheck.errors import StackcheckError
 from stackcheck.stack import Stack
 from stackcheck.target import HttpTarget
@@ -70,9 +72,6 @@ def evaluate(rule: Rule, ctx: CheckContext) -> list[Result]:
 
 
 def run(ctx: CheckContext, areas: Iterable[Area] | None = None) -> list[Result]:
-    # Importing the area modules registers their checks.
-    from stackcheck.compliance import containers, datastores, headers, health, rate_limits, tls  # noqa: F401
-
     wanted = set(areas) if areas else set(Area)
     results: list[Result] = []
     for rule in ctx.policy.rules.values():
@@ -87,5 +86,7 @@ def table(results: Iterable[Result]) -> str:
     """A plain-text table: rule, severity, result, subject, evidence."""
     lines = [f"{'rule':<30} {'severity':<9} {'result':<6} {'subject':<28} evidence"]
     for r in results:
-        lines.append(f"{r.rule.id:<30} {r.rule.severity.value:<9} {r.outcome.value:<6} {r.subject[:28]:<28} {r.evidence}")
+        lines.append(
+            f"{r.rule.id:<30} {r.rule.severity.value:<9} {r.outcome.value:<6} {r.subject[:28]:<28} {r.evidence}"
+        )
     return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Rate limits, measured: requests are sent on a fixed schedule (open loop, loopback only,
+bounded in time) and the answers counted, so the report states the rate the edge really allows."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from stackcheck.compliance.model import Outcome, Result, Rule
+from stackcheck.compliance.runner import CheckContext, check
+from stackcheck.target import HttpTarget
+
+
+@dataclass(frozen=True)
+class Shot:
+    sent_at: float  # seconds since the first scheduled send
+    status: int  # 0: the request failed without an HTTP answer
+
+
+def drive(target: HttpTarget, path: str, offered_rate: float, seconds: float) -> list[Shot]:
+    """GET path at offered_rate for seconds; requests run concurrently so slow answers do not delay the schedule."""
+    count = int(offered_rate * seconds)
+    interval = 1.0 / offered_rate
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    with target.http(timeout=10, limits=limits) as client, ThreadPoolExecutor(max_workers=64) as pool:
+
+        def one(offset: float) -> Shot:
+            try:
+                return Shot(offset, client.get(path).status_code)
+            except httpx.HTTPError:
+                return Shot(offset, 0)
+
+        start = time.monotonic()
+        futures = []
+        for i in range(count):
+            delay = start + i * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(one, i * interval))
+        return [f.result() for f in futures]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    sent: int
+    allowed: int
+    limited: int
+    other: dict[int, int]
+    sustained_rate: float  # allowed per second once the burst is used up
+    window: tuple[float, float]
+
+    def describe(self) -> str:
+        others = f", other {self.other}" if self.other else ""
+        return (
+            f"sent {self.sent}, allowed {self.allowed}, limited {self.limited}{others}; "
+            f"sustained {self.sustained_rate:.2f} r/s measured over {self.window[0]:.1f}-{self.window[1]:.1f}s"
+        )
+
+
+def measure(
+    shots: list[Shot], limit_status: int, rate: float, burst: int, offered: float, seconds: float
+) -> Measurement:
+    # The burst is spent after burst / (offered - rate) seconds; measure from a little later.
+    begin = min(seconds / 2, burst / max(offered - rate, 1e-9) + 0.5)
+    allowed = [s for s in shots if s.status != limit_status and 200 <= s.status < 500]
+    in_window = [s for s in allowed if s.sent_at >= begin]
+    other: dict[int, int] = {}
+    for s in shots:
+        if s.status != limit_status and not 200 <= s.status < 500:
+            other[s.status] = other.get(s.status, 0) + 1
+    return Measurement(
+        sent=len(shots),
+        allowed=len(allowed),
+        limited=sum(s.status == limit_status for s in shots),
+        other=other,
+        sustained_rate=len(in_window) / (seconds - begin),
+        window=(begin, seconds),
+    )
+
+
+def _settle(rule: Rule) -> None:
+    """Let the limiter's bucket refill completely, so earlier traffic does not bias the count."""
+    time.sleep(rule.param("burst") / rule.param("rate") + 0.5)
+
+
+def _limit_verdict(rule: Rule, ctx: CheckContext) -> list[Result]:
+    rate, burst, offered, seconds = (
+        rule.param("rate"),
+        rule.param("burst"),
+        rule.param("offered_rate"),
+        rule.param("seconds"),
+    )
+    _settle(rule)
+    shots = drive(ctx.target, rule.param("path"), offered, seconds)
+    m = measure(shots, rule.param("status"), rate, burst, offered, seconds)
+    low, high = rate * (1 - rule.param("tolerance")), rate * (1 + rule.param("tolerance"))
+    if m.limited == 0:
+        problem = f"no request was answered {rule.param('status')} at {offered:g} r/s (limit {rate:g} r/s)"
+    elif not low <= m.sustained_rate <= high:
+        problem = f"sustained allowed rate {m.sustained_rate:.2f} r/s is outside {low:.2f}-{high:.2f} r/s"
+    elif m.other:
+        problem = f"unexpected answers {m.other}"
+    else:
+        problem = None
+    evidence = f"{m.describe()}; policy {rate:g} r/s burst {burst}"
+    subject = f"GET {rule.param('path')} at {offered:g} r/s for {seconds:g}s"
+    return [
+        Result(
+            rule, Outcome.FAIL if problem else Outcome.PASS, subject, f"{problem}: {evidence}" if problem else evidence
+        )
+    ]
+
+
+@check("ratelimit-api")
+def api_limit(rule: Rule, ctx: CheckContext) -> list[Result]:
+    return _limit_verdict(rule, ctx)
+
+
+@check("ratelimit-auth")
+def auth_limit(rule: Rule, ctx: CheckContext) -> list[Result]:
+    return _limit_verdict(rule, ctx)
+
+
+@check("ratelimit-health-unlimited")
+def health_unlimited(rule: Rule, ctx: CheckContext) -> list[Result]:
+    offered, seconds = rule.param("offered_rate"), rule.param("seconds")
+    out = []
+    for path in rule.param("paths"):
+        shots = drive(ctx.target, path, offered, seconds)
+        limited = sum(s.status == 429 for s in shots)
+        statuses = sorted({s.status for s in shots})
+        problem = f"{limited} of {len(shots)} requests were rate limited (429)" if limited else None
+        evidence = f"{len(shots)} requests at {offered:g} r/s: statuses {statuses}"
+        out.append(
+            Result(
+                rule,
+                Outcome.FAIL if problem else Outcome.PASS,
+                f"GET {path}",
+                f"{problem}; {evidence}" if problem else evidence,
+            )
+        )
+    return out

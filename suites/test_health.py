@@ -1,0 +1,9 @@
+"""Liveness latency, and comprehensive health following each dependency link."""
+
+import pytest
+
+from fixtures.compliance import test_rule  # noqa: F401  (the per-rule test, collected here)
+from stackcheck.compliance.model import Area
+
+pytestmark = pytest.mark.compliance
+AREA = Area.HEALTH

@@ -1,0 +1,9 @@
+"""Rate limits, measured at known request rates."""
+
+import pytest
+
+from fixtures.compliance import test_rule  # noqa: F401  (the per-rule test, collected here)
+from stackcheck.compliance.model import Area
+
+pytestmark = pytest.mark.compliance
+AREA = Area.RATE_LIMITS

@@ -259,11 +259,8 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
         entry_port = entry.port
     except ValueError:
         entry_port = None
-    if (
-        entry.scheme not in ("http", "https")
-        or entry.hostname not in services
-        or entry_port not in services[entry.hostname].ports
-    ):
+    bad_entry = entry.scheme not in ("http", "https") or entry.hostname not in services
+    if spec.entrypoint_url is not None and (bad_entry or entry_port not in services[str(entry.hostname)].ports):
         raise stack.fail(
             "entrypoint",
             f"{spec.entrypoint_url!r} is not http(s)://SERVICE:PORT with a published port of a service",

@@ -60,13 +60,13 @@ def non_root(rule: Rule, ctx: CheckContext) -> list[Result]:
     return _per_container(rule, ctx, verdict)
 
 
+def privileged_problem(attrs: dict[str, Any]) -> str | None:
+    return "runs privileged" if attrs["HostConfig"].get("Privileged") else None
+
+
 @check("containers-not-privileged")
 def not_privileged(rule: Rule, ctx: CheckContext) -> list[Result]:
-    def verdict(_: ServiceHandle, attrs: dict[str, Any]) -> tuple[str | None, str]:
-        privileged = bool(attrs["HostConfig"].get("Privileged"))
-        return ("runs privileged" if privileged else None), "not privileged"
-
-    return _per_container(rule, ctx, verdict)
+    return _per_container(rule, ctx, lambda _, attrs: (privileged_problem(attrs), "not privileged"))
 
 
 @check("containers-capabilities")

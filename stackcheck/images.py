@@ -90,7 +90,7 @@ class Catalog:
                     go=tuple(GoProgram(**g) for g in raw.get("go", ())),
                     engine_args=tuple(raw.get("engine_args", ())),
                 )
-        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
             raise ImageError(
                 f"the image catalog {path} is unreadable or malformed: {type(exc).__name__}: {exc}",
                 "restore it from git, or fix the named key ([base], [image.NAME] with context/parent/go)",

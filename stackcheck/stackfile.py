@@ -195,6 +195,10 @@ def load(path: str | Path) -> StackSpec:
         raise StackFileError(
             f"cannot read stack file {path}: {exc.strerror}", "pass an existing file with --stack"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise StackFileError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", "save it as UTF-8 TOML"
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -146,9 +146,7 @@ def redis_dangerous_commands(rule: Rule, ctx: CheckContext) -> list[Result]:
         with _privileged_redis(stack, handle) as client:
             for command in commands:
                 # ACL DRYRUN answers OK when the user may run it, an explanation when not.
-                answer = client.execute_command(
-                    "ACL", "DRYRUN", "default", command, *DRYRUN_ARGS.get(command, [])
-                )
+                answer = client.execute_command("ACL", "DRYRUN", "default", command, *DRYRUN_ARGS.get(command, []))
                 if (answer.decode() if isinstance(answer, bytes) else str(answer)) == "OK":
                     allowed.append(command)
         if allowed:

@@ -127,6 +127,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise PolicyError(
             f"cannot read policy file {path}: {exc.strerror}", "pass an existing file with --policy"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", "save the policy as UTF-8 TOML"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: not valid TOML: {exc}", "fix the syntax at the position named") from exc
 

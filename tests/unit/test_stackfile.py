@@ -190,3 +190,10 @@ def test_start_order_puts_every_dependency_first_or_reports_a_cycle(edges: list[
     waves = parse(doc).start_order()
     position = {n: i for i, wave in enumerate(waves) for n in wave}
     assert all(position[d] < position[n] for n in names for d in deps[n])
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "stack.toml"
+    path.write_bytes(b"[stack]\nname = '\x80'\n")
+    with pytest.raises(StackFileError, match="not UTF-8 text"):
+        stackfile.load(path)

@@ -1,0 +1,131 @@
+"""Policy files: the default loads, overrides merge rule by rule, and every bad input (also
+fuzzed with hypothesis) is one PolicyError naming the file, the key and the fix."""
+
+from __future__ import annotations
+
+import contextlib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stackcheck.compliance import runner
+from stackcheck.compliance.model import DEFAULT_POLICY, Area, Outcome, Policy, Result, Severity
+from stackcheck.errors import PolicyError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "override.toml"
+    path.write_text(text)
+    return path
+
+
+def test_default_policy_has_a_check_for_every_rule() -> None:
+    policy = Policy.load()
+    assert {area for area in Area} == {r.area for r in policy.rules.values()}
+    assert set(policy.rules) <= set(runner.REGISTRY), "a rule without a check could never fail"
+    assert policy.rules["ratelimit-api"].param("rate") == 10.0
+    assert policy.fail_on is Severity.HIGH
+
+
+def test_an_override_changes_only_what_it_names(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[policy]\nfail_on = "medium"\n'
+        '[rules.ratelimit-api]\nrate = 50\nseverity = "low"\n'
+        "[rules.tls-alpn-h2]\nenabled = false\n",
+    )
+    policy = Policy.load(path)
+    rule = policy.rules["ratelimit-api"]
+    assert (rule.param("rate"), rule.severity, rule.param("burst")) == (50, Severity.LOW, 20)
+    assert not policy.rules["tls-alpn-h2"].enabled
+    assert policy.fail_on is Severity.MEDIUM
+    assert policy.source == (DEFAULT_POLICY, path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "fix"),
+    [
+        ("[rules.no-such-rule]\nseverity = 'low'\n", r"\[rules\.no-such-rule\] is not a rule", "headers-hsts"),
+        ("[rules.ratelimit-api]\nrate = 'fast'\n", "rate must be float, not str", "10.0"),
+        ("[rules.ratelimit-api]\nburst = true\n", "burst must be int, not bool", "20"),
+        ("[rules.ratelimit-api]\nsevrity = 'low'\n", "'sevrity' is not a setting", "severity"),
+        ("[rules.headers-hsts]\nseverity = 'urgent'\n", "severity 'urgent' is not a severity", "critical"),
+        ("[policy]\nfail_on = 'never'\n", "severity 'never' is not a severity", "high"),
+        ("[polcy]\n", r"\[polcy\] is not a known table", "[rules.ID]"),
+        ("[http]\nroutes = 'everything'\n", "routes must be a list of paths", "routes"),
+        ("[rules\n", "not valid TOML", "syntax"),
+    ],
+)
+def test_each_bad_override_is_one_clear_error(tmp_path: Path, text: str, message: str, fix: str) -> None:
+    with pytest.raises(PolicyError, match=message) as err:
+        Policy.load(write(tmp_path, text))
+    assert fix in err.value.fix
+
+
+def test_a_missing_policy_file_names_the_option(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot read policy file") as err:
+        Policy.load(tmp_path / "nope.toml")
+    assert "--policy" in err.value.fix
+
+
+def test_the_gate_counts_failures_at_or_above_the_threshold() -> None:
+    policy = Policy.load()
+    low, high = policy.rules["headers-xss-protection"], policy.rules["headers-hsts"]
+    results = [
+        Result(low, Outcome.FAIL, "/", "x"),
+        Result(high, Outcome.PASS, "/", "ok"),
+        Result(high, Outcome.ERROR, "/", "crash"),
+    ]
+    assert [r.rule.id for r in policy.breaches(results)] == ["headers-hsts"]
+    assert len(policy.breaches(results, Severity.INFO)) == 2
+
+
+toml_scalars = st.one_of(
+    st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)
+)
+toml_values = st.one_of(toml_scalars, st.lists(toml_scalars, max_size=3))
+rule_ids = st.sampled_from([*tomllib.loads(DEFAULT_POLICY.read_text())["rules"], "unknown-rule"])
+keys = st.sampled_from(["severity", "enabled", "rate", "burst", "path", "min_days", "exempt", "links", "nonsense"])
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.encode("unicode_escape").decode().replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    entries=st.lists(st.tuples(rule_ids, keys, toml_values), max_size=4),
+    fail_on=st.one_of(st.none(), st.text(max_size=8)),
+)
+def test_fuzzed_overrides_load_or_raise_a_policy_error(tmp_path: Path, entries: list[Any], fail_on: str | None) -> None:
+    lines = [f"[policy]\nfail_on = {_toml(fail_on)}"] if fail_on is not None else []
+    for rule_id, key, value in entries:
+        lines.append(f'[rules."{rule_id}"]\n{key} = {_toml(value)}')
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    error = None
+    try:
+        Policy.load(path)
+    except PolicyError as err:
+        error = err
+    if error is not None:
+        assert str(path) in error.problem
+        assert error.fix
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=200))
+def test_arbitrary_bytes_never_escape_as_another_exception(tmp_path: Path, raw: bytes) -> None:
+    path = tmp_path / "fuzz.toml"
+    path.write_bytes(raw)
+    with contextlib.suppress(PolicyError):
+        Policy.load(path)

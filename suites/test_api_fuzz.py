@@ -7,8 +7,8 @@ answered 429 by nginx), bounded in count, and go only to the target's address.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
+
+
+# Like a real ACME certificate: short-lived, so an expiry policy measures something real.
+LEAF_LIFETIME = datetime.timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -19,7 +24,7 @@ class RunCA:
     @classmethod
     def issue(cls, hostnames: tuple[str, ...]) -> RunCA:
         ca = trustme.CA(organization_name="stackcheck run CA")
-        leaf = ca.issue_cert(*hostnames)
+        leaf = ca.issue_cert(*hostnames, not_after=datetime.datetime.now(datetime.UTC) + LEAF_LIFETIME)
         return cls(ca.cert_pem.bytes(), leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes(), hostnames)
 
     def write(self, directory: Path) -> dict[str, Path]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import trustme
 
-
 # Like a real ACME certificate: short-lived, so an expiry policy measures something real.
 LEAF_LIFETIME = datetime.timedelta(days=90)
 

@@ -50,6 +50,10 @@ SERVICE_LABEL = "org.stackcheck.service"
 RUNS_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stackcheck" / "runs"
 DEFAULT_STACK = images.REPO_ROOT / "stacks" / "promptcard" / "stack.toml"
 TOXIPROXY_API_PORT = 8474
+# Synthetic traffic (load runs, chaos probes) carries the run's "load-token" secret in this
+# header; the reference edge exempts it from per-client rate limits (see promptcard.conf).
+SYNTHETIC_HEADER = "X-Stackcheck-Load"
+SYNTHETIC_SECRET = "load-token"
 
 
 class ServiceContainer(DockerContainer):
@@ -267,6 +271,15 @@ class Stack:
     def network_name(self, network: str) -> str:
         return f"{self.run_id}-{network}"
 
+    def docker_network(self, network: str) -> docker.models.networks.Network:
+        name = self.network_name(network)
+        for net in self._networks:
+            if net.name == name:
+                return net
+        raise StackError(
+            f"stack {self.spec.name} has no network {network!r}", f"use one of: {', '.join(self.spec.networks)}"
+        )
+
     def render(self, text: str) -> str:
         def replace(match: Any) -> str:
             kind, ref = match.group(1), match.group(2)
@@ -431,6 +444,11 @@ class Stack:
         if self.ca is None:
             raise StackError(f"stack {self.spec.name} is not running", "start it first (`with Stack(...) as stack:`)")
         return HttpTarget(self.url(), self.ca.client_context(), booted=True, ca_file=self.tls_files["ca"])
+
+    def synthetic_headers(self) -> dict[str, str]:
+        """Headers that mark stackcheck's own traffic, when the stack defines a load token."""
+        token = self.secrets.get(SYNTHETIC_SECRET)
+        return {SYNTHETIC_HEADER: token} if token else {}
 
     def http(self, timeout: float = 10.0, **kwargs: Any) -> httpx.Client:
         """An HTTP client for the entrypoint that verifies TLS against this run's CA."""

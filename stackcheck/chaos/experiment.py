@@ -1,0 +1,193 @@
+"""Experiments in the chaostoolkit shape: steady state -> fault (with probes and writes
+running) -> recovery -> verify -> rollback, with the outcome as a typed result and journal.
+
+    exp = Experiment("backend-kill", stack)
+    exp.steady_state("api answers", lambda: None if ok() else "api down")
+    with exp.rto(probe), faults.kill(stack.service("backend-1"), exp.journal):
+        time.sleep(2)
+    result = exp.finish()          # RTO/RPO against the stack's objectives for the scenario
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from stackcheck.chaos.journal import Event, EventKind, Journal
+from stackcheck.chaos.meters import LedgerReport, Probe, RtoMeter, RtoResult, WriteLedger, Writer
+from stackcheck.errors import StackcheckError
+from stackcheck.stack import Stack
+from stackcheck.stackfile import RecoveryObjective
+
+Check = Callable[[], str | None]  # None when fine, else what deviates
+
+
+class SteadyStateError(StackcheckError):
+    """The stack was not in its steady state before the fault: the experiment did not run."""
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    scenario: str
+    rto: RtoResult | None
+    rpo: LedgerReport | None
+    objective: RecoveryObjective | None
+    breaches: tuple[str, ...]
+    observations: tuple[str, ...]
+    events: tuple[Event, ...]
+    timeline: str
+
+    @property
+    def passed(self) -> bool:
+        return not self.breaches
+
+    def summary(self) -> str:
+        lines = [f"scenario {self.scenario}: {'PASS' if self.passed else 'FAIL'}"]
+        if self.rto is not None:
+            target = (
+                f" (objective {self.objective.rto_s:g}s)" if self.objective and self.objective.rto_s is not None else ""
+            )
+            lines.append(f"  {self.rto.describe()}{target}")
+        if self.rpo is not None:
+            target = (
+                f" (objective {self.objective.rpo_s:g}s)" if self.objective and self.objective.rpo_s is not None else ""
+            )
+            lines.append(f"  {self.rpo.describe()}{target}")
+        lines += [f"  observed: {o}" for o in self.observations]
+        lines += [f"  BREACH: {b}" for b in self.breaches]
+        return "\n".join([*lines, "  timeline:", self.timeline])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "passed": self.passed,
+            "rto": None if self.rto is None else self.rto.__dict__,
+            "rpo": None if self.rpo is None else self.rpo.__dict__,
+            "objective": None if self.objective is None else self.objective.__dict__,
+            "breaches": list(self.breaches),
+            "observations": list(self.observations),
+            "events": [e.to_dict() for e in self.events],
+        }
+
+
+@dataclass
+class Experiment:
+    scenario: str
+    stack: Stack
+    journal: Journal = field(default_factory=Journal)
+    observations: list[str] = field(default_factory=list)
+    _rto: RtoMeter | None = None
+    _ledger: WriteLedger | None = None
+    _ledger_report: LedgerReport | None = None
+    _deviations: list[str] = field(default_factory=list)
+
+    @property
+    def objective(self) -> RecoveryObjective | None:
+        return self.stack.spec.objectives.chaos.get(self.scenario)
+
+    def steady_state(self, name: str, check: Check) -> None:
+        problem = check()
+        self.journal.record(EventKind.STEADY_STATE, name, problem or "ok")
+        if problem:
+            raise SteadyStateError(
+                f"{self.scenario}: not in steady state before the fault: {name}: {problem}",
+                "restore the stack (or use a fresh one) and run again",
+            )
+
+    def rto(self, probe: Probe, period: float = 0.05, probe_timeout: float = 0.25, k: int = 3) -> RtoMeter:
+        self._rto = RtoMeter(probe, period, probe_timeout, k)
+        return self._rto
+
+    def ledger(self, writer: Writer, interval_s: float = 0.02) -> WriteLedger:
+        self._ledger = WriteLedger(writer, interval_s)
+        return self._ledger
+
+    def action(self, name: str, fn: Callable[[], Any], detail: str = "") -> Any:
+        self.journal.record(EventKind.ACTION, name, detail)
+        return fn()
+
+    def verify(self, name: str, check: Check) -> None:
+        """A check after recovery; a deviation becomes a breach of the experiment."""
+        problem = check()
+        self.journal.record(EventKind.VERIFY, name, problem or "ok")
+        if problem:
+            self._deviations.append(f"{name}: {problem}")
+
+    def reconcile(self, surviving: list[int]) -> LedgerReport:
+        assert self._ledger is not None, "start a ledger with exp.ledger(writer) first"
+        self._ledger_report = self._ledger.reconcile(surviving)
+        return self._ledger_report
+
+    def observe(self, text: str) -> None:
+        self.observations.append(text)
+        self.journal.record(EventKind.NOTE, "observation", text)
+
+    def await_recovery(self, timeout_s: float) -> bool:
+        assert self._rto is not None
+        recovered = self._rto.wait_for_recovery(timeout_s)
+        if not recovered:
+            self._deviations.append(f"not recovered within {timeout_s:g}s")
+        return recovered
+
+    def finish(self) -> ExperimentResult:
+        rto = self._rto.result() if self._rto is not None else None
+        if rto is not None and rto.first_failure is not None:
+            self.journal.events.append(
+                Event(EventKind.FIRST_ERROR, "first failed probe", rto.first_failure, _wall(rto.first_failure))
+            )
+            if rto.recovered_at is not None:
+                k = self._rto.k if self._rto is not None else 1
+                recovered = Event(
+                    EventKind.RECOVERED,
+                    f"first of {k} consecutive successes",
+                    rto.recovered_at,
+                    _wall(rto.recovered_at),
+                )
+                self.journal.events.append(recovered)
+        self.journal.events.sort(key=lambda e: e.mono)
+        breaches = list(self._deviations)
+        objective = self.objective
+        rto_target = objective.rto_s if objective is not None else None
+        outage = rto is not None and rto.first_failure is not None
+        if rto is not None and outage and rto_target is not None and (rto.rto_s is None or rto.rto_s > rto_target):
+            measured = "not reached" if rto.rto_s is None else f"{rto.rto_s:.3f}s"
+            breaches.append(f"RTO {measured} > objective {rto_target:g}s")
+        rpo = self._ledger_report
+        if objective is not None and rpo is not None and objective.rpo_s is not None and rpo.rpo_s > objective.rpo_s:
+            breaches.append(f"RPO {rpo.rpo_s:.3f}s ({rpo.rpo_writes} writes) > objective {objective.rpo_s:g}s")
+        return ExperimentResult(
+            self.scenario,
+            rto,
+            rpo,
+            objective,
+            tuple(breaches),
+            tuple(self.observations),
+            tuple(self.journal.events),
+            self.journal.timeline(),
+        )
+
+
+def _wall(mono: float) -> float:
+    return time.time() - (time.monotonic() - mono)
+
+
+# -- probes -------------------------------------------------------------------------------------
+
+
+def http_probe(
+    stack: Stack, path: str, method: str = "GET", ok: Callable[[httpx.Response], bool] | None = None, **request: Any
+) -> Probe:
+    """A probe through the stack's entrypoint: a fresh connection per probe, verified TLS."""
+    target = stack.target()
+    headers = {**stack.synthetic_headers(), **request.pop("headers", {})}
+    accept = ok or (lambda r: r.status_code < 400)
+
+    def probe(timeout: float) -> bool:
+        with httpx.Client(base_url=target.base_url, verify=target.verify, timeout=timeout) as client:
+            return accept(client.request(method, path, headers=headers, **request))
+
+    return probe

@@ -1,0 +1,213 @@
+"""Meters that turn an experiment into numbers.
+
+RtoMeter: probes on a fixed schedule (open loop: a slow or hung probe never delays the next
+one), each with its own timeout, on the monotonic clock. RTO is the time from the first failed
+probe's scheduled time to the scheduled time of the first of K consecutive successes after it;
+its resolution is the probe period.
+
+WriteLedger: numbered writes whose acknowledgements are recorded; after recovery the surviving
+writes are read back, and the difference is the data loss (RPO), in writes and in seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+Probe = Callable[[float], bool]  # called with its timeout in seconds; True when the service answered correctly
+
+
+@dataclass(frozen=True)
+class ProbeSample:
+    scheduled: float  # monotonic time the probe was due
+    ok: bool
+    latency: float  # seconds the probe took (up to its timeout)
+
+
+@dataclass(frozen=True)
+class RtoResult:
+    rto_s: float | None  # None: no outage seen
+    resolution_s: float
+    first_failure: float | None  # monotonic
+    recovered_at: float | None  # monotonic; None when it never recovered
+    failed_probes: int
+    total_probes: int
+
+    @property
+    def recovered(self) -> bool:
+        return self.first_failure is None or self.recovered_at is not None
+
+    def describe(self) -> str:
+        resolution = f"resolution {self.resolution_s * 1000:.0f} ms"
+        failed = f"{self.failed_probes}/{self.total_probes} probes failed"
+        if self.first_failure is None:
+            return f"no outage seen in {self.total_probes} probes ({resolution})"
+        if self.rto_s is None:
+            return f"NOT recovered: {failed} ({resolution})"
+        return f"RTO {self.rto_s:.3f}s ({resolution}; {failed})"
+
+
+def compute_rto(samples: Iterable[ProbeSample], period: float, k: int) -> RtoResult:
+    ordered = sorted(samples, key=lambda s: s.scheduled)
+    first_failure = next((s.scheduled for s in ordered if not s.ok), None)
+    recovered_at = None
+    if first_failure is not None:
+        after = [s for s in ordered if s.scheduled > first_failure]
+        for i in range(len(after) - k + 1):
+            if all(s.ok for s in after[i : i + k]):
+                recovered_at = after[i].scheduled
+                break
+    rto = recovered_at - first_failure if first_failure is not None and recovered_at is not None else None
+    failed = sum(not s.ok for s in ordered)
+    return RtoResult(rto, period, first_failure, recovered_at, failed, len(ordered))
+
+
+class RtoMeter:
+    """Run ``probe`` every ``period`` seconds in the background while the block runs."""
+
+    def __init__(self, probe: Probe, period: float = 0.05, probe_timeout: float = 0.25, k: int = 3) -> None:
+        self.probe, self.period, self.probe_timeout, self.k = probe, period, probe_timeout, k
+        self.samples: list[ProbeSample] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        # Enough workers that probes hung for probe_timeout never hold up the schedule.
+        self._pool = ThreadPoolExecutor(max_workers=int(probe_timeout / period) + 4, thread_name_prefix="rto-probe")
+        self._thread = threading.Thread(target=self._schedule, name="rto-meter", daemon=True)
+
+    def _one(self, scheduled: float) -> None:
+        started = time.monotonic()
+        try:
+            ok = bool(self.probe(self.probe_timeout))
+        except Exception:
+            ok = False
+        sample = ProbeSample(scheduled, ok, time.monotonic() - started)
+        with self._lock:
+            self.samples.append(sample)
+
+    def _schedule(self) -> None:
+        origin = time.monotonic()
+        pending: list[Future[None]] = []
+        for i in range(10**9):
+            due = origin + i * self.period
+            delay = due - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            if self._stop.is_set():
+                break
+            pending.append(self._pool.submit(self._one, due))
+        for future in pending:
+            future.result()
+
+    def __enter__(self) -> RtoMeter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+
+    def wait_for_recovery(self, timeout_s: float) -> bool:
+        """Block until the last K probes succeeded after a failure (or timeout); True when recovered."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.result().recovered_at is not None:
+                return True
+            time.sleep(self.period)
+        return False
+
+    def result(self) -> RtoResult:
+        with self._lock:
+            samples = list(self.samples)
+        return compute_rto(samples, self.period, self.k)
+
+
+# -- RPO ------------------------------------------------------------------------------------------
+
+Writer = Callable[[int], None]  # performs write number n; returns when acknowledged, raises when not
+
+
+@dataclass(frozen=True)
+class LedgerReport:
+    attempted: int
+    acknowledged: int
+    lost: tuple[int, ...]  # acknowledged, then missing after recovery
+    unexpected: tuple[int, ...]  # present although never acknowledged (e.g. committed, answer lost)
+    duplicates: tuple[int, ...]
+    rpo_s: float  # last surviving acknowledged write -> last lost acknowledged write
+    rpo_writes: int
+
+    def describe(self) -> str:
+        lost = f"lost {len(self.lost)} acknowledged writes" + (f" ({_ranges(self.lost)})" if self.lost else "")
+        extra = f", {len(self.unexpected)} unacknowledged writes survived" if self.unexpected else ""
+        dup = f", {len(self.duplicates)} duplicated" if self.duplicates else ""
+        return f"{self.acknowledged}/{self.attempted} writes acknowledged; {lost}{extra}{dup}; RPO {self.rpo_s:.3f}s"
+
+
+def _ranges(ids: Iterable[int]) -> str:
+    spans: list[list[int]] = []
+    for n in sorted(ids):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
+@dataclass
+class WriteLedger:
+    """Issue numbered writes (from a background thread with ``run_in_background``, or one by one)."""
+
+    writer: Writer
+    interval_s: float = 0.02
+    acks: dict[int, float] = field(default_factory=dict)  # write number -> monotonic ack time
+    attempted: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def write(self) -> bool:
+        number = self.attempted + 1
+        self.attempted = number
+        try:
+            self.writer(number)
+        except Exception:
+            return False
+        self.acks[number] = time.monotonic()
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.write()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> WriteLedger:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="write-ledger", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def acked_between(self, start: float, end: float) -> set[int]:
+        return {n for n, t in self.acks.items() if start <= t <= end}
+
+    def reconcile(self, surviving: Iterable[int]) -> LedgerReport:
+        found = list(surviving)
+        present = set(found)
+        duplicates = tuple(sorted({n for n in present if found.count(n) > 1}))
+        acked = set(self.acks)
+        lost = tuple(sorted(acked - present))
+        unexpected = tuple(sorted(present - acked))
+        rpo_s = 0.0
+        if lost:
+            first_lost = min(lost)
+            before = [self.acks[n] for n in acked & present if n < first_lost]
+            reference = max(before) if before else self.acks[first_lost]
+            rpo_s = max(self.acks[n] for n in lost) - reference
+        return LedgerReport(self.attempted, len(acked), lost, unexpected, duplicates, rpo_s, len(lost))

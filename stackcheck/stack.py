@@ -232,7 +232,7 @@ class Stack:
         services = self.spec.services
         deps = {n: set(s.depends_on) for n, s in services.items()}
         for link in self.spec.links.values():
-            if self.spec.proxy:
+            if self.spec.proxy and link.client != self.spec.proxy:
                 deps[link.client].add(self.spec.proxy)
         while len(done) < len(services):
             wave = sorted(n for n in services if n not in done and deps[n] <= done)

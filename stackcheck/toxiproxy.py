@@ -67,6 +67,9 @@ class ToxiproxyClient:
     def proxies(self) -> list[Proxy]:
         return [_proxy(p) for p in self._call("GET", "/proxies").values()]
 
+    def set_upstream(self, name: str, upstream: str) -> None:
+        self._call("POST", f"/proxies/{name}", {"upstream": upstream})
+
     def set_enabled(self, name: str, enabled: bool) -> None:
         self._call("POST", f"/proxies/{name}", {"enabled": enabled})
 

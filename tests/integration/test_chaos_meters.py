@@ -14,11 +14,12 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
-from stackcheck.chaos import faults
+from stackcheck.chaos import faults, postgres
 from stackcheck.chaos.journal import Journal
 from stackcheck.chaos.meters import RtoMeter, WriteLedger
 from stackcheck.stack import DEFAULT_STACK, Stack
@@ -107,35 +108,15 @@ def replication_stack(tmp_path: Path) -> Stack:
     return Stack(parse(data, tmp_path / "stack.toml"))
 
 
-def wait_until_replica_caught_up(stack: Stack, timeout: float = 15.0) -> None:
-    with (
-        stack.postgres("postgres-primary", superuser=True, autocommit=True) as primary,
-        stack.postgres("postgres-replica", superuser=True, autocommit=True) as replica,
-    ):
-        target = primary.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done = replica.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()[0]  # type: ignore[index]
-            if done:
-                return
-            time.sleep(0.05)
-    pytest.fail("the replica did not catch up")
-
-
-def promote_replica(stack: Stack) -> None:
-    """The seed's procedure: pg_ctl promote on the replica, then wait until it takes writes."""
-    exit_code, output = stack.service("postgres-replica").docker.exec_run(
-        ["pg_ctl", "promote", "-D", "/var/lib/postgresql/data", "-w"]
-    )
-    assert exit_code == 0, output.decode()
-    with stack.postgres("postgres-replica", superuser=True, autocommit=True) as conn:
-        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
-
-
-def sql_writer(stack: Stack) -> tuple[Callable[[int], None], psycopg.Connection]:  # type: ignore[type-arg]
+def sql_writer(stack: Stack) -> tuple[Callable[[int], None], psycopg.Connection[Any]]:
+    """Numbered inserts on the primary, acknowledged when the (autocommit) INSERT returns."""
     conn = stack.postgres("postgres-primary", superuser=True, autocommit=True)
     conn.execute("CREATE TABLE IF NOT EXISTS ledger (n integer PRIMARY KEY, at timestamptz DEFAULT now())")
-    return (lambda n: conn.execute("INSERT INTO ledger (n) VALUES (%s)", (n,)) and None), conn
+
+    def write(n: int) -> None:
+        conn.execute("INSERT INTO ledger (n) VALUES (%s)", (n,))
+
+    return write, conn
 
 
 def surviving(stack: Stack) -> list[int]:
@@ -149,7 +130,7 @@ def test_rpo_ledger_reports_exactly_the_writes_made_while_replication_was_cut(tm
         ledger = WriteLedger(write)
         for _ in range(50):
             assert ledger.write()
-        wait_until_replica_caught_up(stack)
+        postgres.wait_for_catch_up(stack)
         journal = Journal()
         with faults.link_down(stack.link("postgres-replica->postgres-primary"), journal):
             for _ in range(30):
@@ -160,7 +141,7 @@ def test_rpo_ledger_reports_exactly_the_writes_made_while_replication_was_cut(tm
         written_during_block = ledger.acked_between(*window)
         conn.close()
         with faults.kill(stack.service("postgres-primary"), journal, restart=False):
-            promote_replica(stack)
+            postgres.promote(stack)
             report = ledger.reconcile(surviving(stack))
     print(f"\n{report.describe()}")
     assert set(report.lost) == written_during_block
@@ -176,10 +157,10 @@ def test_rpo_ledger_reports_no_loss_after_catch_up(tmp_path: Path) -> None:
         ledger = WriteLedger(write)
         for _ in range(80):
             assert ledger.write()
-        wait_until_replica_caught_up(stack)
+        postgres.wait_for_catch_up(stack)
         conn.close()
         with faults.kill(stack.service("postgres-primary"), restart=False):
-            promote_replica(stack)
+            postgres.promote(stack)
             report = ledger.reconcile(surviving(stack))
     print(f"\n{report.describe()}")
     assert report.lost == ()

@@ -1,0 +1,55 @@
+"""PostgreSQL replication steps used by failover experiments (stackcheck's postgres image)."""
+
+from __future__ import annotations
+
+import time
+
+from stackcheck.errors import StackError
+from stackcheck.stack import Stack
+
+PGDATA = "/var/lib/postgresql/data"
+
+
+def lag_bytes(stack: Stack, primary: str = "postgres-primary", replica: str = "postgres-replica") -> int:
+    """How many bytes of WAL the replica has yet to replay."""
+    with (
+        stack.postgres(primary, superuser=True, autocommit=True) as p,
+        stack.postgres(replica, superuser=True, autocommit=True) as r,
+    ):
+        current = p.execute("SELECT pg_current_wal_lsn()").fetchone()
+        assert current is not None
+        row = r.execute("SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn())", (current[0],)).fetchone()
+        assert row is not None
+        return max(0, int(row[0]))
+
+
+def wait_for_catch_up(
+    stack: Stack, timeout_s: float = 30.0, primary: str = "postgres-primary", replica: str = "postgres-replica"
+) -> float:
+    """Wait until the replica has replayed everything the primary has written; return seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if lag_bytes(stack, primary, replica) == 0:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise StackError(
+        f"{replica} did not catch up with {primary} within {timeout_s:g}s", "check the replication link and logs"
+    )
+
+
+def promote(stack: Stack, replica: str = "postgres-replica") -> None:
+    """The seed's procedure: ``pg_ctl promote`` on the replica, then it must take writes."""
+    code, output = stack.service(replica).docker.exec_run(["pg_ctl", "promote", "-D", PGDATA, "-w", "-t", "30"])
+    if code != 0:
+        raise StackError(
+            f"pg_ctl promote on {replica} failed: {output.decode(errors='replace').strip()}", "read its logs"
+        )
+    with stack.postgres(replica, superuser=True, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        if row is None or row[0]:
+            raise StackError(f"{replica} is still in recovery after promotion", "read its logs")
+
+
+def repoint(stack: Stack, link: str, service: str, port: int = 5432) -> None:
+    """Point a Toxiproxy link at another upstream: the stack's equivalent of moving the DNS name/VIP."""
+    stack.toxiproxy.set_upstream(link, f"{service}:{port}")

@@ -84,6 +84,7 @@ class Experiment:
     _ledger: WriteLedger | None = None
     _ledger_report: LedgerReport | None = None
     _deviations: list[str] = field(default_factory=list)
+    result: ExperimentResult | None = None
 
     @property
     def objective(self) -> RecoveryObjective | None:
@@ -122,6 +123,14 @@ class Experiment:
         self._ledger_report = self._ledger.reconcile(surviving)
         return self._ledger_report
 
+    def window(self, fault: str) -> tuple[float, float]:
+        """Monotonic start and end of a fault recorded in this experiment's journal."""
+        window = self.journal.window(fault)
+        if window is None:
+            recorded = ", ".join(e.name for e in self.journal.find(EventKind.FAULT_START))
+            raise StackcheckError(f"{self.scenario}: no fault {fault!r} in the journal", f"use one of: {recorded}")
+        return window
+
     def observe(self, text: str) -> None:
         self.observations.append(text)
         self.journal.record(EventKind.NOTE, "observation", text)
@@ -159,7 +168,7 @@ class Experiment:
         rpo = self._ledger_report
         if objective is not None and rpo is not None and objective.rpo_s is not None and rpo.rpo_s > objective.rpo_s:
             breaches.append(f"RPO {rpo.rpo_s:.3f}s ({rpo.rpo_writes} writes) > objective {objective.rpo_s:g}s")
-        return ExperimentResult(
+        self.result = ExperimentResult(
             self.scenario,
             rto,
             rpo,
@@ -169,6 +178,7 @@ class Experiment:
             tuple(self.journal.events),
             self.journal.timeline(),
         )
+        return self.result
 
 
 def _wall(mono: float) -> float:

@@ -79,6 +79,7 @@ class Experiment:
     scenario: str
     stack: Stack
     journal: Journal = field(default_factory=Journal)
+    objective_override: RecoveryObjective | None = None  # default: the stack file's [objectives.chaos.SCENARIO]
     observations: list[str] = field(default_factory=list)
     _rto: RtoMeter | None = None
     _ledger: WriteLedger | None = None
@@ -88,7 +89,7 @@ class Experiment:
 
     @property
     def objective(self) -> RecoveryObjective | None:
-        return self.stack.spec.objectives.chaos.get(self.scenario)
+        return self.objective_override or self.stack.spec.objectives.chaos.get(self.scenario)
 
     def steady_state(self, name: str, check: Check) -> None:
         problem = check()

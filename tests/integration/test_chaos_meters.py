@@ -20,10 +20,11 @@ import psycopg
 import pytest
 
 from stackcheck.chaos import faults, postgres
+from stackcheck.chaos.experiment import Experiment
 from stackcheck.chaos.journal import Journal
 from stackcheck.chaos.meters import RtoMeter, WriteLedger
 from stackcheck.stack import DEFAULT_STACK, Stack
-from stackcheck.stackfile import parse
+from stackcheck.stackfile import RecoveryObjective, parse
 
 pytestmark = [pytest.mark.docker, pytest.mark.chaos]
 PERIOD = 0.05
@@ -85,6 +86,20 @@ def test_rto_meter_measures_known_outages_within_one_period(probe_stack: Stack) 
     assert worst <= TOLERANCE, f"worst error {worst * 1000:.1f} ms > {TOLERANCE * 1000:.0f} ms (probe period + 20 ms)"
 
 
+def test_an_rto_over_its_objective_fails_the_experiment(probe_stack: Stack) -> None:
+    exp = Experiment("rto-breach", probe_stack, objective_override=RecoveryObjective(rto_s=0.5))
+    probe = raw_http_probe(probe_stack.service("toxiproxy").port(18080))
+    with exp.rto(probe, period=PERIOD):
+        time.sleep(0.3)
+        with faults.link_down(probe_stack.link("toxiproxy->nginx"), exp.journal):
+            time.sleep(1.5)
+        exp.await_recovery(5)
+    result = exp.finish()
+    assert not result.passed
+    [breach] = result.breaches
+    assert breach.startswith("RTO 1.5") and breach.endswith("> objective 0.5s"), breach
+
+
 # -- RPO ---------------------------------------------------------------------------------------
 
 
@@ -126,29 +141,29 @@ def surviving(stack: Stack) -> list[int]:
 
 def test_rpo_ledger_reports_exactly_the_writes_made_while_replication_was_cut(tmp_path: Path) -> None:
     with replication_stack(tmp_path) as stack:
+        # A 0.1 s RPO objective, so the measured loss must also fail the experiment.
+        exp = Experiment("rpo-truth", stack, objective_override=RecoveryObjective(rpo_s=0.1))
         write, conn = sql_writer(stack)
-        ledger = WriteLedger(write)
+        ledger = exp.ledger(write)
         for _ in range(50):
             assert ledger.write()
         postgres.wait_for_catch_up(stack)
-        journal = Journal()
-        with faults.link_down(stack.link("postgres-replica->postgres-primary"), journal):
+        with faults.link_down(stack.link("postgres-replica->postgres-primary"), exp.journal):
             for _ in range(30):
                 assert ledger.write()
                 time.sleep(0.01)
-        window = journal.window("link down postgres-replica->postgres-primary")
-        assert window is not None
-        written_during_block = ledger.acked_between(*window)
+        written_during_block = ledger.acked_between(*exp.window("link down postgres-replica->postgres-primary"))
         conn.close()
-        with faults.kill(stack.service("postgres-primary"), journal, restart=False):
+        with faults.kill(stack.service("postgres-primary"), exp.journal, restart=False):
             postgres.promote(stack)
-            report = ledger.reconcile(surviving(stack))
+            report = exp.reconcile(surviving(stack))
     print(f"\n{report.describe()}")
     assert set(report.lost) == written_during_block
     assert report.lost == tuple(range(51, 81))
     assert report.unexpected == ()
     assert report.duplicates == ()
     assert report.rpo_s > 0
+    assert exp.finish().breaches == (f"RPO {report.rpo_s:.3f}s (30 writes) > objective 0.1s",)
 
 
 def test_rpo_ledger_reports_no_loss_after_catch_up(tmp_path: Path) -> None:

@@ -1,3 +1,3 @@
 """Root conftest: load stackcheck's pytest fixtures (and pytester for the plugin's own tests)."""
 
-pytest_plugins = ["fixtures.engine", "fixtures.stack", "fixtures.compliance", "fixtures.chaos", "pytester"]
+pytest_plugins = ["fixtures.engine", "fixtures.stack", "fixtures.compliance", "fixtures.load", "fixtures.chaos", "fixtures.report", "pytester"]

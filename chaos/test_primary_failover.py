@@ -11,7 +11,7 @@ from stackcheck.chaos import faults, postgres
 from stackcheck.chaos.experiment import http_probe
 from stackcheck.chaos.workloads import ApiLedger
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.slow]  # a fresh stack and a failover: the full gate only
 LINK = "backend->postgres-primary"
 
 

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
+from pathlib import Path
 
 from stackcheck import engine, images
 from stackcheck.compliance import runner as compliance_runner
 from stackcheck.compliance.model import Area, Outcome, Policy, Severity
 from stackcheck.compliance.runner import CheckContext
 from stackcheck.errors import StackcheckError, StackError
+from stackcheck.results import load_results, new_run_id
+from stackcheck.results import table as results_table
 from stackcheck.stack import DEFAULT_STACK, RUN_LABEL, Stack, remove_runs
 from stackcheck.target import HttpTarget
 
@@ -91,6 +96,89 @@ def cmd_check_compliance(args: argparse.Namespace) -> int:
     return 1 if breaches else 0
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    phases: list[tuple[str, float]] = []
+
+    def phase(name: str, started: float) -> None:
+        phases.append((name, time.monotonic() - started))
+        _say(f"== {name}: {phases[-1][1]:.1f}s")
+
+    started = time.monotonic()
+    engine.ensure_engine()
+    phase("engine", started)
+    started = time.monotonic()
+    images.ImageBuilder(engine.client(), offline=args.offline, progress=_say).build()
+    phase("images", started)
+    run_dir = (images.REPO_ROOT / "reports" / new_run_id()).resolve()
+    pytest_args = [
+        sys.executable, "-m", "pytest", "suites", "chaos",
+        "-m", "(compliance or load or chaos)" + (" and not slow" if args.profile == "smoke" else ""),
+        "--stack", str(Path(args.stack).resolve()), "--report-dir", str(run_dir),
+        "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider", "-q", "-rfE",
+    ]  # fmt: skip
+    if args.policy:
+        pytest_args += ["--policy", str(Path(args.policy).resolve())]
+    if args.fail_on:
+        pytest_args += ["--fail-on", args.fail_on]
+    started = time.monotonic()
+    code = subprocess.run(pytest_args, cwd=images.REPO_ROOT, check=False).returncode
+    phase("suites", started)
+    data = load_results(run_dir / "results.json")
+    _say(f"\nstackcheck gate ({args.profile}) on {args.stack}: {data['verdict'].upper()}\n{results_table(data)}")
+    for breach in data["breaches"][:20]:
+        _say(f"BREACH [{breach['severity']}] {breach['area']} {breach['check']}: {breach['message'][:200]}")
+    timings = ", ".join(f"{n} {s:.1f}s" for n, s in phases)
+    _say(f"\nphases: {timings}; total {sum(s for _, s in phases):.1f}s\nreport: {run_dir}")
+    if code not in (0, 1):  # interrupted, internal error, usage error: say so, whatever the results
+        return code
+    return 1 if data["verdict"] == "fail" else code
+
+
+def cmd_load_run(args: argparse.Namespace) -> int:
+    # Imported here: the load package pulls in hdrh, which other commands do not need.
+    from stackcheck.load import History, LoadRun, Mode, breach_table, profiles
+    from stackcheck.load.regression import Verdict
+
+    profile = profiles.get(args.profile)
+    if args.time_scale is not None:
+        profile = profile.scaled(args.time_scale)
+    if args.duration is not None:
+        profile = profile.with_duration(args.duration)
+    options: dict[str, Any] = {
+        "mode": Mode(args.mode),
+        "max_inflight": args.max_inflight,
+        "abort_after_s": args.abort_after,
+        "history": None if args.no_history else History(args.history_url),
+        "update_baseline": args.update_baseline,
+        "master_bind": args.master_bind,
+        "external_workers": args.external_workers,
+    }
+    if args.workers is not None:
+        options["workers"] = args.workers
+    if args.target:
+        run = LoadRun(HttpTarget.external(args.target, args.target_ca), profile, token=args.token, **options)
+        report = run.run()
+    else:
+        with Stack.from_file(args.stack, progress=_say) as stack:
+            run = LoadRun.for_stack(stack, profile, **options)
+            report = run.run()
+    total = report.total
+    pct = "  ".join(f"{k} {v:.2f}" for k, v in total.percentiles_ms.items())
+    _say(f"{total.count} requests, {total.rps:.1f} rps, {pct}  max {total.max_ms:.2f} ms (exact)")
+    _say(f"errors: {total.errors} {total.errors_by_kind or ''}")
+    if report.open_loop:
+        ol = report.open_loop
+        _say(f"open loop: {ol.scheduled} scheduled, {ol.unsent} unsent, {ol.late} late (max {ol.max_late_ms:.1f} ms)")
+    _say(breach_table(report.breaches))
+    if report.aborted:
+        _say(report.aborted)
+    if report.regression:
+        _say(report.regression.line())
+    _say(f"results: {run.out_dir}")
+    regressed = report.regression is not None and report.regression.verdict is Verdict.REGRESSED
+    return 1 if not report.passed or regressed else 0
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -140,6 +228,44 @@ def parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--area", action="append", choices=[a.value for a in Area], help="only these areas")
     comp.set_defaults(func=cmd_check_compliance)
+
+    ld = sub.add_parser("load", help="load runs against objectives").add_subparsers(dest="action", required=True)
+    lrun = ld.add_parser("run", help="run a load profile (Locust, in subprocesses) and judge it")
+    lrun.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file to boot (default: the reference stack)")
+    lrun.add_argument("--target", default=None, help="load a running deployment's URL instead (no objectives)")
+    lrun.add_argument("--target-ca", default=None, help="CA bundle for --target")
+    lrun.add_argument("--token", default=None, help="X-Stackcheck-Load token for --target")
+    lrun.add_argument("--profile", default="smoke", help="smoke (default), steady, stages or spike")
+    lrun.add_argument("--duration", type=float, default=None, help="stretch or shrink the profile to this many seconds")
+    lrun.add_argument("--time-scale", type=float, default=None, help="multiply the profile's durations")
+    lrun.add_argument("--workers", type=int, default=None, help="local Locust worker processes (default: cores / 2)")
+    lrun.add_argument("--mode", choices=["closed", "open"], default="closed", help="closed: users; open: arrival rate")
+    lrun.add_argument("--max-inflight", type=int, default=None, help="open loop: concurrent senders in total")
+    lrun.add_argument("--abort-after", type=int, default=10, help="abort on a breach this many seconds long (0: never)")
+    lrun.add_argument("--history-url", default=None, help="postgresql://... (default: reports/history.sqlite)")
+    lrun.add_argument("--no-history", action="store_true", help="record nothing, compare with nothing")
+    lrun.add_argument("--update-baseline", action="store_true", help="accept this run as the new baseline")
+    lrun.add_argument("--master-bind", default="127.0.0.1", help="Locust master address (0.0.0.0 for remote workers)")
+    lrun.add_argument("--external-workers", type=int, default=0, help="also wait for this many remote workers")
+    lrun.set_defaults(func=cmd_load_run)
+
+    gate = sub.add_parser(
+        "gate", help="the release gate: images, stack, compliance, load smoke, chaos, report; exit 1 on any breach"
+    )
+    gate.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file (default: the reference stack)")
+    gate.add_argument("--policy", default=None, help="policy file merged over policies/default.toml")
+    gate.add_argument(
+        "--profile", choices=["smoke", "full"], default="smoke", help="smoke: minutes; full: every scenario"
+    )
+    gate.add_argument(
+        "--fail-on", choices=[s.value for s in Severity], help="severity threshold (default: the policy's)"
+    )
+    mode = gate.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--offline", dest="offline", action="store_true", default=_offline_default(), help="offline image base"
+    )
+    mode.add_argument("--online", dest="offline", action="store_false", help="registry image base")
+    gate.set_defaults(func=cmd_gate)
     return top
 
 

@@ -42,4 +42,5 @@ def test_db_latency(stack, experiment) -> None:
         "p95 back to normal after the fault",
         lambda: None if after.p95_ms <= before.p95_ms * 2 + 20 else f"p95 still {after.p95_ms:.0f} ms",
     )
+    exp.traffic = traffic.errors_per_second()
     assert_passed(exp.finish())

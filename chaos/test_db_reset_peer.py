@@ -31,4 +31,5 @@ def test_db_reset_peer(stack, experiment) -> None:
     server_errors = {s: n for s, n in during.statuses.items() if s >= 500 and s != 503}
     exp.verify("failures are clean 503s", lambda: None if not server_errors else f"other 5xx: {server_errors}")
     exp.verify("the fault was felt", lambda: None if during.statuses.get(503) else "no 503 during the fault")
+    exp.traffic = traffic.errors_per_second()
     assert_passed(exp.finish())

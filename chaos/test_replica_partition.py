@@ -42,4 +42,5 @@ def test_replica_partition(stack, experiment) -> None:
     )
     objective = exp.objective.rto_s if exp.objective and exp.objective.rto_s else 30.0
     exp.verify(f"catch-up within {objective:g}s", lambda: None if catch_up <= objective else f"took {catch_up:.1f}s")
+    exp.traffic = reads.errors_per_second()
     assert_passed(exp.finish())

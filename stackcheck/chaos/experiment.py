@@ -40,6 +40,7 @@ class ExperimentResult:
     observations: tuple[str, ...]
     events: tuple[Event, ...]
     timeline: str
+    traffic: tuple[tuple[float, int, int], ...] = ()  # (monotonic second, requests, errors)
 
     @property
     def passed(self) -> bool:
@@ -71,6 +72,7 @@ class ExperimentResult:
             "breaches": list(self.breaches),
             "observations": list(self.observations),
             "events": [e.to_dict() for e in self.events],
+            "traffic": [{"mono": t, "requests": n, "errors": e} for t, n, e in self.traffic],
         }
 
 
@@ -86,6 +88,7 @@ class Experiment:
     _ledger_report: LedgerReport | None = None
     _deviations: list[str] = field(default_factory=list)
     result: ExperimentResult | None = None
+    traffic: list[tuple[float, int, int]] = field(default_factory=list)
 
     @property
     def objective(self) -> RecoveryObjective | None:
@@ -178,6 +181,7 @@ class Experiment:
             tuple(self.observations),
             tuple(self.journal.events),
             self.journal.timeline(),
+            tuple(self.traffic),
         )
         return self.result
 

@@ -100,7 +100,7 @@ class Traffic:
         return Window(len(chosen), dict(statuses), _pct(ok, 50), _pct(ok, 95))
 
     def errors_per_second(self) -> list[tuple[float, int, int]]:
-        """(second since start, requests, errors) per 1 s bucket: errors over time for the report."""
+        """(bucket start on the monotonic clock, requests, errors) per 1 s: errors over time for the report."""
         with self._lock:
             samples = list(self.samples)
         if not samples:
@@ -111,7 +111,7 @@ class Traffic:
             bucket = buckets.setdefault(int(s.started - origin), [0, 0])
             bucket[0] += 1
             bucket[1] += not (200 <= s.status < 400)
-        return [(float(sec), total, errors) for sec, (total, errors) in sorted(buckets.items())]
+        return [(origin + sec, total, errors) for sec, (total, errors) in sorted(buckets.items())]
 
 
 def list_cards(client: httpx.Client, n: int) -> httpx.Response:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from stackcheck import engine, images
 from stackcheck.compliance import runner as compliance_runner
@@ -96,6 +96,10 @@ def cmd_check_compliance(args: argparse.Namespace) -> int:
     return 1 if breaches else 0
 
 
+# Area -> (suite folder, pytest marker) run by the gate.
+GATE_AREAS = {"compliance": ("suites", "compliance"), "load": ("load", "load"), "chaos": ("chaos", "chaos")}
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     phases: list[tuple[str, float]] = []
 
@@ -110,9 +114,10 @@ def cmd_gate(args: argparse.Namespace) -> int:
     images.ImageBuilder(engine.client(), offline=args.offline, progress=_say).build()
     phase("images", started)
     run_dir = (images.REPO_ROOT / "reports" / new_run_id()).resolve()
+    areas = args.area or list(GATE_AREAS)
+    markers = f"({' or '.join(GATE_AREAS[a][1] for a in areas)})" + (" and not slow" if args.profile == "smoke" else "")
     pytest_args = [
-        sys.executable, "-m", "pytest", "suites", "chaos",
-        "-m", "(compliance or load or chaos)" + (" and not slow" if args.profile == "smoke" else ""),
+        sys.executable, "-m", "pytest", *(GATE_AREAS[a][0] for a in areas), "-m", markers,
         "--stack", str(Path(args.stack).resolve()), "--report-dir", str(run_dir),
         "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider", "-q", "-rfE",
     ]  # fmt: skip
@@ -260,6 +265,7 @@ def parser() -> argparse.ArgumentParser:
     gate.add_argument(
         "--fail-on", choices=[s.value for s in Severity], help="severity threshold (default: the policy's)"
     )
+    gate.add_argument("--area", action="append", choices=list(GATE_AREAS), help="only these areas (default: all)")
     mode = gate.add_mutually_exclusive_group()
     mode.add_argument(
         "--offline", dest="offline", action="store_true", default=_offline_default(), help="offline image base"

@@ -113,7 +113,24 @@ class RunRecord:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
-        (run_id, created, stack, rev, profile, phash, mode, workers, _fp, cpu, cores, metrics, p95s, verdict, acc, ep) = row
+        (
+            run_id,
+            created,
+            stack,
+            rev,
+            profile,
+            phash,
+            mode,
+            workers,
+            _fp,
+            cpu,
+            cores,
+            metrics,
+            p95s,
+            verdict,
+            acc,
+            ep,
+        ) = row
         return cls(
             run_id, created, stack, rev, profile, phash, mode, int(workers), Machine(cpu, int(cores)),
             json.loads(metrics), json.loads(p95s), verdict, bool(acc), int(ep),

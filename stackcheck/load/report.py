@@ -1,9 +1,9 @@
 """A load run's results and their files under ``reports/<run-id>/load/``.
 
-    report.json      the results (``schema`` = "stackcheck.load/1", checked by ``validate``)
-    intervals.csv    per 1 s: rps, errors, p50/p95/p99 ms, late sends, users
-    histogram.hdr    HdrHistogram (microseconds, 3 digits) per endpoint and in total: NAME<TAB>base64
-    samples.csv.gz   every request: t_s, endpoint, group, latency_ms, late_ms, error
+report.json      the results (``schema`` = "stackcheck.load/1", checked by ``validate``)
+intervals.csv    per 1 s: rps, errors, p50/p95/p99 ms, late sends, users
+histogram.hdr    HdrHistogram (microseconds, 3 digits) per endpoint and in total: NAME<TAB>base64
+samples.csv.gz   every request: t_s, endpoint, group, latency_ms, late_ms, error
 """
 
 from __future__ import annotations
@@ -127,7 +127,9 @@ class LoadReport:
         with gzip.open(directory / "samples.csv.gz", "wt", newline="") as gz:
             out = csv.writer(gz)
             out.writerow(("t_s", "endpoint", "group", "latency_ms", "late_ms", "error"))
-            out.writerows((f"{s.t:.6f}", s.endpoint, s.group, repr(s.latency_ms), repr(s.late_ms), s.error) for s in samples)
+            out.writerows(
+                (f"{s.t:.6f}", s.endpoint, s.group, repr(s.latency_ms), repr(s.late_ms), s.error) for s in samples
+            )
 
 
 def validate(data: dict[str, Any]) -> None:
@@ -144,7 +146,8 @@ def validate(data: dict[str, Any]) -> None:
             part = part[key]
         _check(part, _SUMMARY_KEYS, where)
     for breach in data["breaches"]:
-        if Metric(breach["metric"]) and not {"scope", "objective", "target", "measured"} <= breach.keys():
+        known = breach.get("metric") in {m.value for m in Metric}
+        if not known or not {"scope", "objective", "target", "measured"} <= breach.keys():
             raise ReportSchemaError(f"breach {breach} lacks a key", "write reports with LoadReport.write")
 
 

@@ -130,7 +130,14 @@ class Interval:
             return "" if math.isnan(v) else f"{v:.3f}"
 
         values = (self.p50_ms, self.p95_ms, self.p99_ms)
-        return [str(self.second), str(self.requests), str(self.errors), *map(ms, values), str(self.late), str(self.users)]
+        return [
+            str(self.second),
+            str(self.requests),
+            str(self.errors),
+            *map(ms, values),
+            str(self.late),
+            str(self.users),
+        ]
 
 
 @dataclass

@@ -148,3 +148,20 @@ def test_offline_base_without_debootstrap_says_how_to_get_it(
 
 def test_disk_full_gets_its_own_fix() -> None:
     assert "free disk space" in images._build_fix("write /var/lib/docker/x: no space left on device")
+
+
+def test_a_failing_go_build_names_the_program_and_shows_its_output(
+    catalog: images.Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_go = tmp_path / "go"
+    fake_go.write_text("#!/bin/sh\necho 'proxy.golang.org: 404 Not Found' >&2\nexit 1\n")
+    fake_go.chmod(0o755)
+    monkeypatch.setattr(images, "_go_binary", lambda: str(fake_go))
+    spec = images.ImageSpec(
+        "tool", catalog.images["runtime"].context, go=(images.GoProgram("example.com/tool", "v1.0.0", "tool"),)
+    )
+    builder = images.ImageBuilder(FakeClient({}), catalog, progress=lambda _: None, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+    with pytest.raises(ImageBuildError, match=r"go install example.com/tool@v1.0.0 failed \(exit 1\)") as err:
+        builder._go_build(spec, tmp_path / "bin")
+    assert "404 Not Found" in err.value.log_tail
+    assert "GOPROXY" in err.value.fix

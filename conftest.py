@@ -1,3 +1,10 @@
 """Root conftest: load stackcheck's pytest fixtures (and pytester for the plugin's own tests)."""
 
-pytest_plugins = ["fixtures.engine", "fixtures.stack", "fixtures.compliance", "fixtures.load", "fixtures.chaos", "fixtures.report", "pytester"]
+pytest_plugins = [
+    "fixtures.engine",
+    "fixtures.stack",
+    "fixtures.compliance",
+    "fixtures.chaos",
+    "fixtures.report",
+    "pytester",
+]

@@ -16,7 +16,8 @@ from stackcheck.compliance import runner as compliance_runner
 from stackcheck.compliance.model import Area, Outcome, Policy, Severity
 from stackcheck.compliance.runner import CheckContext
 from stackcheck.errors import StackcheckError, StackError
-from stackcheck.results import load_results, new_run_id
+from stackcheck.report.scenarios import SCENARIO_TESTS
+from stackcheck.results import REPORTS_DIR, latest_run, load_results, new_run_id
 from stackcheck.results import table as results_table
 from stackcheck.stack import DEFAULT_STACK, RUN_LABEL, Stack, remove_runs
 from stackcheck.target import HttpTarget
@@ -137,6 +138,35 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if code not in (0, 1):  # interrupted, internal error, usage error: say so, whatever the results
         return code
     return 1 if data["verdict"] == "fail" else code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    # Imported here: matplotlib is slow to import and only the report needs it.
+    from stackcheck.report import render
+
+    reports = Path(args.reports_dir)
+    run_dir = reports / args.run_id if args.run_id else latest_run(reports)
+    for path in render(run_dir):
+        print(path)
+    return 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from stackcheck.report.drill import render_drill
+
+    run_dir = (images.REPO_ROOT / "reports" / f"{new_run_id()}-drill-{args.scenario}").resolve()
+    pytest_args = [
+        sys.executable, "-m", "pytest", SCENARIO_TESTS[args.scenario], "--stack", str(Path(args.stack).resolve()),
+        "--report-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider", "-q", "-rfE",
+    ]  # fmt: skip
+    _say(f"drill {args.scenario}: {' '.join(pytest_args[1:])}")
+    code = subprocess.run(pytest_args, cwd=images.REPO_ROOT, check=False).returncode
+    html, markdown, met = render_drill(run_dir, args.scenario, args.operator)
+    _say(f"\ndrill {args.scenario}: {'objectives met' if met else 'OBJECTIVE BREACHED'}")
+    _say(f"record: {html}\n        {markdown}")
+    if code not in (0, 1):  # interrupted or internal error: say so, whatever the record holds
+        return code
+    return 0 if met else 1
 
 
 def cmd_load_run(args: argparse.Namespace) -> int:
@@ -272,6 +302,21 @@ def parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--online", dest="offline", action="store_false", help="registry image base")
     gate.set_defaults(func=cmd_gate)
+
+    report = sub.add_parser("report", help="render a run's report again from its results.json; prints the paths")
+    which = report.add_mutually_exclusive_group()
+    which.add_argument("run_id", nargs="?", help="the run under --reports-dir (default: the latest run)")
+    which.add_argument("--latest", action="store_true", help="the most recent run (the default)")
+    report.add_argument(
+        "--reports-dir", default=str(images.REPO_ROOT / REPORTS_DIR), help="where runs are (default: reports/)"
+    )
+    report.set_defaults(func=cmd_report)
+
+    drill = sub.add_parser("drill", help="run one chaos scenario as a DR drill and write its record (drill.html/.md)")
+    drill.add_argument("scenario", choices=list(SCENARIO_TESTS), help="the chaos scenario to drill")
+    drill.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file (default: the reference stack)")
+    drill.add_argument("--operator", default=None, help="who runs the drill (left blank in the record otherwise)")
+    drill.set_defaults(func=cmd_drill)
     return top
 
 

@@ -103,7 +103,9 @@ class Experiment:
                 "restore the stack (or use a fresh one) and run again",
             )
 
-    def rto(self, probe: Probe, period: float = 0.05, probe_timeout: float = 0.25, k: int = 3) -> RtoMeter:
+    def rto(self, probe: Probe, period: float = 0.05, probe_timeout: float = 1.0, k: int = 3) -> RtoMeter:
+        """Probe every ``period``; a probe slower than ``probe_timeout`` counts as down. The timeout
+        is generous by default: a TLS handshake on a busy 2-core machine can take 250 ms."""
         self._rto = RtoMeter(probe, period, probe_timeout, k)
         return self._rto
 

@@ -1,0 +1,157 @@
+"""The DR drill record: one chaos scenario written up for people (drill.html and drill.md).
+
+Scenario, objective, every step with its wall-clock time, RTO/RPO against the objectives,
+observations, breaches, and sign-off fields to fill in by hand.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from stackcheck.report import charts, page
+from stackcheck.report.common import EVENT_LABELS, entries_checked, objective_text, recovery_lines, wall_clock
+from stackcheck.report.summary import cell, md_table
+from stackcheck.results import ResultsError, load_results
+
+BLANK = "______________________"
+
+
+def find_experiment(data: dict[str, Any], scenario: str) -> dict[str, Any]:
+    exp: dict[str, Any]
+    for exp in data["chaos"]:
+        if exp.get("scenario") == scenario:
+            return exp
+    raise ResultsError(
+        f"run {data['run_id']} holds no result for scenario {scenario!r} (the test failed before the experiment "
+        f"finished, or was skipped)",
+        "see the pytest output above; fix the stack or the test and run the drill again",
+    )
+
+
+def render_drill(run_dir: Path, scenario: str, operator: str | None = None) -> tuple[Path, Path, bool]:
+    """Write drill.html and drill.md from ``run_dir/results.json``: (html, markdown, objectives met)."""
+    results = run_dir / "results.json"
+    data = load_results(results)
+    exp = find_experiment(data, scenario)
+    with entries_checked(results):
+        html, markdown = drill_html(data, exp, operator), drill_md(data, exp, operator)
+    html_path, md_path = run_dir / "drill.html", run_dir / "drill.md"
+    html_path.write_text(html)
+    md_path.write_text(markdown)
+    return html_path, md_path, bool(exp.get("passed"))
+
+
+def _steps(exp: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    events = exp.get("events") or []
+    origin = events[0]["mono"] if events else 0.0
+    return [
+        (
+            str(i),
+            wall_clock(e["wall"]),
+            f"+{e['mono'] - origin:.3f} s",
+            EVENT_LABELS.get(e["kind"], e["kind"]),
+            " ".join(x for x in (e.get("name", ""), e.get("detail", "")) if x),
+        )
+        for i, e in enumerate(events, 1)
+    ]
+
+
+def _objective(exp: dict[str, Any]) -> str:
+    objective = exp.get("objective") or {}
+    return f"RTO {objective_text(objective.get('rto_s'))}, RPO {objective_text(objective.get('rpo_s'))}"
+
+
+def _outcome(exp: dict[str, Any]) -> str:
+    return "objectives met" if exp.get("passed") else "objective breached"
+
+
+def drill_html(data: dict[str, Any], exp: dict[str, Any], operator: str | None) -> str:
+    passed = bool(exp.get("passed"))
+    scenario = escape(str(exp.get("scenario", "?")))
+    started = exp["events"][0]["wall"] if exp.get("events") else None
+    breaches = exp.get("breaches") or []
+    observations = exp.get("observations") or []
+    charts.new_page()
+    bars = charts.recovery_bars(exp)
+    parts = [
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        f"<title>DR drill record: {scenario}</title><style>{page.CSS}</style></head><body>",
+        f"<h1>DR drill record: {scenario}</h1>",
+        page.table(
+            ("field", "value"),
+            [
+                ("scenario", exp.get("scenario", "?")),
+                ("run", data["run_id"]),
+                ("stack", f"{data['stack'].get('file', '?')} at {data['stack'].get('git_rev', '?')}"),
+                ("started", wall_clock(started) if started is not None else data["started_at"]),
+                ("objective", _objective(exp)),
+            ],
+            "drill-facts",
+        ),
+        f'<div class="verdict {"pass" if passed else "fail"}" id="verdict"><span class="word">'
+        f"{'PASS' if passed else 'FAIL'}</span> {escape(_outcome(exp))}",
+        '<ol class="breaches">' + "".join(f"<li>{escape(b)}</li>" for b in breaches) + "</ol>" if breaches else "",
+        "</div>",
+        "<h2>Recovery against objectives</h2><ul>",
+        "".join(f"<li>{escape(line)}</li>" for line in recovery_lines(exp)),
+        "</ul>",
+        page.chart("chaos-recovery", bars) if bars is not None else "",
+        "<h2>Steps</h2>",
+        page.chart("chaos-timeline", charts.chaos_timeline(exp)),
+        page.table(("#", "wall clock", "since start", "step", "what"), _steps(exp), "steps", numeric=(0,)),
+        "<h2>Observations</h2>",
+        "<ul>" + "".join(f"<li>{escape(o)}</li>" for o in observations) + "</ul>"
+        if observations
+        else '<p class="empty">none recorded</p>',
+        "<h2>Sign-off</h2>",
+        page.table(
+            ("field", "entry"),
+            [
+                ("operator", operator or BLANK),
+                ("reviewer", BLANK),
+                ("date", BLANK),
+                ("outcome accepted", "[ ] yes    [ ] no"),
+                ("notes", BLANK),
+            ],
+            "signoff",
+        ),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def drill_md(data: dict[str, Any], exp: dict[str, Any], operator: str | None) -> str:
+    breaches = exp.get("breaches") or []
+    observations = exp.get("observations") or []
+    lines = [
+        f"# DR drill record: {cell(exp.get('scenario', '?'))}",
+        "",
+        f"- Run: `{cell(data['run_id'])}`",
+        f"- Stack: `{cell(data['stack'].get('file', '?'))}` at `{cell(data['stack'].get('git_rev', '?'))}`",
+        f"- Objective: {_objective(exp)}",
+        f"- Outcome: **{'PASS' if exp.get('passed') else 'FAIL'}**, {_outcome(exp)}",
+        *(f"- Breach: {cell(b)}" for b in breaches),
+        "",
+        "## Recovery against objectives",
+        "",
+        *(f"- {cell(line)}" for line in recovery_lines(exp)),
+        "",
+        "## Steps",
+        "",
+        *md_table(("#", "wall clock", "since start", "step", "what"), list(_steps(exp))),
+        "",
+        "## Observations",
+        "",
+        *([f"- {cell(o)}" for o in observations] or ["none recorded"]),
+        "",
+        "## Sign-off",
+        "",
+        f"- Operator: {cell(operator) if operator else BLANK}",
+        f"- Reviewer: {BLANK}",
+        f"- Date: {BLANK}",
+        "- Outcome accepted: [ ] yes  [ ] no",
+        f"- Notes: {BLANK}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ pytest_plugins = [
     "fixtures.stack",
     "fixtures.compliance",
     "fixtures.chaos",
+    "fixtures.load",
     "fixtures.report",
     "pytester",
 ]

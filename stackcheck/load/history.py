@@ -183,7 +183,7 @@ class History:
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     def baseline(self, key: tuple[str, str, str, str], n: int) -> list[RunRecord]:
-        """The last ``n`` accepted runs of the current epoch for (stack, profile_hash, mode, fingerprint), newest first."""
+        """The last ``n`` accepted runs of the current epoch for this key, newest first."""
         rows = self._execute(
             f"SELECT {COLUMNS} FROM load_runs WHERE stack = ? AND profile_hash = ? AND mode = ? AND fingerprint = ?"
             " AND accepted = 1 AND epoch = ? ORDER BY created_at DESC LIMIT ?",

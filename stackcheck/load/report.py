@@ -30,7 +30,8 @@ _SUMMARY_KEYS = {
 _TOP_KEYS: dict[str, type | tuple[type, ...]] = {
     "schema": str, "run_id": str, "stack": str, "git_rev": str, "target": str, "profile": dict, "mode": str,
     "workers": int, "started_at": str, "duration_s": float, "aborted": (str, type(None)), "total": dict,
-    "endpoints": dict, "groups": dict, "open_loop": (dict, type(None)), "breaches": list, "regression": (dict, type(None)),
+    "endpoints": dict, "groups": dict, "open_loop": (dict, type(None)), "breaches": list,
+    "regression": (dict, type(None)),
     "machine": dict,
 }  # fmt: skip
 

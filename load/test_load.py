@@ -1,0 +1,37 @@
+"""The product's load gate: a profile (default smoke) against the session stack's objectives.
+
+    .venv/bin/pytest load -m load [--profile steady] [--workers 2] [--history-url postgresql://...]
+
+Fails with the table of every breached objective, on an early abort (an objective breached
+for a sustained window), and on a regression against the history's baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from stackcheck.load import LoadReport, Verdict, breach_table
+from stackcheck.stack import Stack
+
+pytestmark = pytest.mark.load
+
+
+def test_load_gate(stack: Stack, load_run: Callable[..., LoadReport]) -> None:
+    report = load_run(stack)
+    total = report.total
+    summary = (
+        f"{report.profile['name']}: {total.count} requests, {total.rps:.1f} rps, "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in total.percentiles_ms.items())
+        + f", errors {total.errors_by_kind or 0}; results in reports/{report.run_id}/load/"
+    )
+    problems = []
+    if report.aborted:
+        problems.append(report.aborted)
+    if report.breaches:
+        problems.append(breach_table(report.breaches))
+    if report.regression is not None and report.regression.verdict is Verdict.REGRESSED:
+        problems.append(f"{report.regression.line()}\naccept it with --update-baseline if intended")
+    if problems:
+        pytest.fail(f"{summary}\n" + "\n".join(problems), pytrace=False)

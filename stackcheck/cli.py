@@ -19,7 +19,7 @@ from stackcheck.errors import StackcheckError, StackError
 from stackcheck.report.scenarios import SCENARIO_TESTS
 from stackcheck.results import REPORTS_DIR, latest_run, load_results, new_run_id
 from stackcheck.results import table as results_table
-from stackcheck.stack import DEFAULT_STACK, RUN_LABEL, Stack, remove_runs
+from stackcheck.stack import DEFAULT_STACK, KEPT_LABEL, RUN_LABEL, Stack, remove_runs
 from stackcheck.target import HttpTarget
 
 
@@ -64,11 +64,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     client = engine.client()
     if not args.run_id and not args.all:
-        runs = sorted({c.labels[RUN_LABEL] for c in client.containers.list(all=True, filters={"label": RUN_LABEL})})
+        # Only stacks kept on purpose: a test session's stack (reaped when it ends) is never guessed.
+        kept = client.containers.list(all=True, filters={"label": f"{KEPT_LABEL}=true"})
+        runs = sorted({c.labels[RUN_LABEL] for c in kept})
         if len(runs) != 1:
             raise StackError(
-                f"{len(runs)} stackcheck runs are up ({', '.join(runs) or 'none'}); which one?",
-                "name it: `stackcheck down RUN_ID`, or remove them all: `stackcheck down --all`",
+                f"{len(runs)} stacks kept by `stackcheck up` are running ({', '.join(runs) or 'none'}); which one?",
+                "name it: `stackcheck down RUN_ID`, or remove every stackcheck stack: `stackcheck down --all`",
             )
         args.run_id = runs[0]
     containers, networks = remove_runs(client, None if args.all else args.run_id)

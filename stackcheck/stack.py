@@ -47,6 +47,7 @@ from stackcheck.toxiproxy import ToxiproxyClient
 RUN_LABEL = "org.stackcheck.run-id"
 STACK_LABEL = "org.stackcheck.stack"
 SERVICE_LABEL = "org.stackcheck.service"
+KEPT_LABEL = "org.stackcheck.kept"  # left running on purpose (`stackcheck up`, --keep-stack): no reaper
 RUNS_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stackcheck" / "runs"
 DEFAULT_STACK = images.REPO_ROOT / "stacks" / "promptcard" / "stack.toml"
 TOXIPROXY_API_PORT = 8474
@@ -256,7 +257,8 @@ class Stack:
         (self.run_dir / "credentials.json").write_text(json.dumps(creds, indent=2))
 
     def _labels(self, **extra: str) -> dict[str, str]:
-        return {RUN_LABEL: self.run_id, STACK_LABEL: self.spec.name, **extra}
+        kept = {} if self.reap else {KEPT_LABEL: "true"}
+        return {RUN_LABEL: self.run_id, STACK_LABEL: self.spec.name, **kept, **extra}
 
     def _create_networks(self) -> None:
         assert self._client is not None

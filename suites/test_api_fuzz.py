@@ -25,7 +25,10 @@ PACE_S = 0.13  # about 7.5 requests per second, under the reference api zone's 1
 segments = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40).map(
     lambda s: quote(s, safe="")
 )
-header_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+# Printable ASCII without surrounding blanks: what an HTTP client may legally send at all.
+header_values = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60).filter(
+    lambda v: v == v.strip()
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),

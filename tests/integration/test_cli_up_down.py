@@ -12,7 +12,7 @@ import docker
 import httpx
 import pytest
 
-from stackcheck.stack import RUN_LABEL, RUNS_DIR
+from stackcheck.stack import RUN_LABEL, RUNS_DIR, Stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -26,6 +26,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_up_then_down_leaves_nothing(docker_client: docker.DockerClient) -> None:
     up = cli("up")
     assert up.returncode == 0, up.stderr
+    run_id = re.search(r"stackcheck down (\S+)", up.stdout).group(1)  # type: ignore[union-attr]
+    assert cli("down").returncode == 0, "with exactly one kept stack, `down` alone removes it"
+    up = cli("up")
     run_id = re.search(r"stackcheck down (\S+)", up.stdout).group(1)  # type: ignore[union-attr]
     label = {"label": f"{RUN_LABEL}={run_id}"}
     try:
@@ -48,9 +51,10 @@ def test_up_then_down_leaves_nothing(docker_client: docker.DockerClient) -> None
     assert not (RUNS_DIR / run_id).exists()
 
 
-def test_down_without_a_run_id_names_the_choice_when_unsure() -> None:
+def test_down_without_a_run_id_never_guesses_a_test_sessions_stack(stack: Stack) -> None:
+    """The session's stack is up (reaped, not kept): `down` must not pick it."""
     result = cli("down")
-    # With no run up, there is nothing to choose: the error says so and how to proceed.
     assert result.returncode == 2
-    assert "stackcheck runs are up" in result.stderr
+    assert "0 stacks kept by `stackcheck up` are running" in result.stderr
     assert "stackcheck down RUN_ID" in result.stderr
+    assert stack.service("nginx").docker.status == "running"

@@ -1,18 +1,37 @@
 """stackcheck: verify, load and break containerized service stacks.
 
+The plain-Python API (pytest fixtures in ``fixtures/`` wrap it):
+
+    from stackcheck import Stack, Policy, Experiment, faults
+    with Stack.from_file("stacks/promptcard/stack.toml") as stack:
+        results = compliance.runner.run(CheckContext(stack.target(), stack, Policy.load()))
+        with faults.latency(stack.link("backend->postgres-primary"), 200):
+            report = LoadRun.for_stack(stack, load.profiles.get("smoke")).run()
+
 Importing the package applies its testcontainers defaults (see ``stackcheck.tcdefaults``).
 """
 
 from stackcheck import tcdefaults
+from stackcheck.chaos import faults
+from stackcheck.chaos.experiment import Experiment, ExperimentResult
+from stackcheck.chaos.meters import RtoMeter, WriteLedger
+from stackcheck.compliance.model import Policy, Severity
 from stackcheck.engine import EngineInfo, ensure_engine
 from stackcheck.errors import (
     EngineError,
     ImageBuildError,
     ImageError,
     ImageMissingError,
+    PolicyError,
     StackcheckError,
+    StackError,
+    StackFileError,
+    ToxiproxyError,
 )
 from stackcheck.images import Catalog, ImageBuilder
+from stackcheck.load import LoadReport, LoadRun
+from stackcheck.stack import Stack
+from stackcheck.target import HttpTarget
 
 tcdefaults.apply()
 
@@ -20,10 +39,25 @@ __all__ = [
     "Catalog",
     "EngineError",
     "EngineInfo",
+    "Experiment",
+    "ExperimentResult",
+    "HttpTarget",
     "ImageBuildError",
     "ImageBuilder",
     "ImageError",
     "ImageMissingError",
+    "LoadReport",
+    "LoadRun",
+    "Policy",
+    "PolicyError",
+    "RtoMeter",
+    "Severity",
+    "Stack",
+    "StackError",
+    "StackFileError",
     "StackcheckError",
+    "ToxiproxyError",
+    "WriteLedger",
     "ensure_engine",
+    "faults",
 ]

@@ -2,11 +2,14 @@
 
 The plain-Python API (pytest fixtures in ``fixtures/`` wrap it):
 
-    from stackcheck import Stack, Policy, Experiment, faults
+    from stackcheck import LoadRun, Policy, Stack, faults
+    from stackcheck.compliance.runner import CheckContext, run
+    from stackcheck.load import profiles
+
     with Stack.from_file("stacks/promptcard/stack.toml") as stack:
-        results = compliance.runner.run(CheckContext(stack.target(), stack, Policy.load()))
+        results = run(CheckContext(stack.target(), stack, Policy.load()))
         with faults.latency(stack.link("backend->postgres-primary"), 200):
-            report = LoadRun.for_stack(stack, load.profiles.get("smoke")).run()
+            report = LoadRun.for_stack(stack, profiles.get("smoke")).run()
 
 Importing the package applies its testcontainers defaults (see ``stackcheck.tcdefaults``).
 """

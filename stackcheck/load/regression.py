@@ -32,7 +32,7 @@ class Verdict(Enum):
 @dataclass(frozen=True)
 class RegressionPolicy:
     baseline_runs: int = 5  # the last N comparable accepted runs
-    min_baseline_runs: int = 2
+    min_baseline_runs: int = 3  # the run-to-run noise estimate needs at least 3 runs to mean anything
     alpha: float = 0.01
     min_effect: float = 0.15
     noise_factor: float = 2.0

@@ -220,6 +220,20 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _stack_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file to boot (default: the reference stack)")
+
+
+def _target_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--target", default=None, help=f"{what} a running deployment's URL instead of booting a stack")
+    p.add_argument("--target-ca", default=None, help="CA bundle for --target")
+
+
+def _policy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default=None, help="policy file merged over policies/default.toml")
+    p.add_argument("--fail-on", choices=[s.value for s in Severity], help="severity threshold (default: the policy's)")
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="stackcheck", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -247,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
         )
         mode.add_argument("--online", dest="offline", action="store_false", help="base on debian:bookworm-slim")
     up = sub.add_parser("up", help="boot a stack and leave it running; prints endpoints and the credentials file")
-    up.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file (default: the reference stack)")
+    _stack_option(up)
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="remove a stack started with `up` (and any leftovers with --all)")
     down.add_argument("run_id", nargs="?", help="the run id `up` printed")
@@ -256,21 +270,16 @@ def parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="run checks and print a table").add_subparsers(dest="action", required=True)
     comp = chk.add_parser("compliance", help="policy rules: headers, TLS, containers, rate limits, health, data stores")
-    comp.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file to boot (default: the reference stack)")
-    comp.add_argument("--policy", default=None, help="policy file merged over policies/default.toml")
-    comp.add_argument("--target", default=None, help="check a running deployment's URL instead (HTTP/TLS rules)")
-    comp.add_argument("--target-ca", default=None, help="CA bundle for --target")
-    comp.add_argument(
-        "--fail-on", choices=[s.value for s in Severity], help="severity threshold (default: the policy's)"
-    )
+    _stack_option(comp)
+    _target_options(comp, "check (HTTP/TLS rules)")
+    _policy_options(comp)
     comp.add_argument("--area", action="append", choices=[a.value for a in Area], help="only these areas")
     comp.set_defaults(func=cmd_check_compliance)
 
     ld = sub.add_parser("load", help="load runs against objectives").add_subparsers(dest="action", required=True)
     lrun = ld.add_parser("run", help="run a load profile (Locust, in subprocesses) and judge it")
-    lrun.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file to boot (default: the reference stack)")
-    lrun.add_argument("--target", default=None, help="load a running deployment's URL instead (no objectives)")
-    lrun.add_argument("--target-ca", default=None, help="CA bundle for --target")
+    _stack_option(lrun)
+    _target_options(lrun, "load (no objectives)")
     lrun.add_argument("--token", default=None, help="X-Stackcheck-Load token for --target")
     lrun.add_argument("--profile", default="smoke", help="smoke (default), steady, stages or spike")
     lrun.add_argument("--duration", type=float, default=None, help="stretch or shrink the profile to this many seconds")
@@ -289,13 +298,10 @@ def parser() -> argparse.ArgumentParser:
     gate = sub.add_parser(
         "gate", help="the release gate: images, stack, compliance, load smoke, chaos, report; exit 1 on any breach"
     )
-    gate.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file (default: the reference stack)")
-    gate.add_argument("--policy", default=None, help="policy file merged over policies/default.toml")
+    _stack_option(gate)
+    _policy_options(gate)
     gate.add_argument(
         "--profile", choices=["smoke", "full"], default="smoke", help="smoke: minutes; full: every scenario"
-    )
-    gate.add_argument(
-        "--fail-on", choices=[s.value for s in Severity], help="severity threshold (default: the policy's)"
     )
     gate.add_argument("--area", action="append", choices=list(GATE_AREAS), help="only these areas (default: all)")
     mode = gate.add_mutually_exclusive_group()
@@ -316,7 +322,7 @@ def parser() -> argparse.ArgumentParser:
 
     drill = sub.add_parser("drill", help="run one chaos scenario as a DR drill and write its record (drill.html/.md)")
     drill.add_argument("scenario", choices=list(SCENARIO_TESTS), help="the chaos scenario to drill")
-    drill.add_argument("--stack", default=str(DEFAULT_STACK), help="stack file (default: the reference stack)")
+    _stack_option(drill)
     drill.add_argument("--operator", default=None, help="who runs the drill (left blank in the record otherwise)")
     drill.set_defaults(func=cmd_drill)
     return top

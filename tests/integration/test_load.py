@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from stackcheck.chaos import faults
 from stackcheck.load import History, LoadReport, LoadRun, Mode, RegressionPolicy, Verdict, percentile, profiles
 from stackcheck.load.report import read_samples
 from stackcheck.load.stats import decode_histogram
@@ -67,7 +68,10 @@ def test_injected_latency_moves_db_bound_percentiles_by_200ms_per_round_trip(sta
     print("\n".join(lines))
     for endpoint in WRITES:
         a, b = before.endpoints[endpoint], after.endpoints[endpoint]
-        assert abs(b.p(50) - a.p(50) - 6 * PER_ROUND_TRIP_MS) <= TOLERANCE_MS, lines
+        # 6 round trips, or 7 when the median request found its pooled connection idle > 1 s.
+        trips = round((b.p(50) - a.p(50)) / PER_ROUND_TRIP_MS)
+        assert trips in (6, 7), lines
+        assert abs(b.p(50) - a.p(50) - trips * PER_ROUND_TRIP_MS) <= TOLERANCE_MS, lines
         assert b.p(95) - a.p(95) >= 6 * PER_ROUND_TRIP_MS - TOLERANCE_MS, lines
     for endpoint in OFF_PRIMARY:
         assert after.endpoints[endpoint].p(50) - before.endpoints[endpoint].p(50) <= TOLERANCE_MS, lines
@@ -98,10 +102,20 @@ def test_reported_percentiles_agree_with_the_raw_samples(stack: Stack, tmp_path:
     assert (directory / "intervals.csv").read_text().count("\n") >= 8
 
 
-def test_regression_check_flags_a_slowed_stack_and_never_an_unchanged_one(fresh_stack: Stack, tmp_path: Path) -> None:
+def test_regression_check_flags_a_slowed_stack_and_never_an_unchanged_one(
+    fresh_stack: Stack, stack: Stack, tmp_path: Path
+) -> None:
     # A stack of its own: the session stack carries the tables and vacuum debt of earlier tests,
-    # and a drift in the system under test is exactly what this check is built to report.
-    stack = fresh_stack
+    # and a drift in the system under test is exactly what this check is built to report. The
+    # session stack is paused meanwhile: its healthchecks exec into 7 containers every 2 s, which
+    # on 2 cores is machine noise no comparison of runs should have to absorb.
+    with contextlib.ExitStack() as quiet:
+        for handle in stack.handles():
+            quiet.enter_context(faults.pause(handle))
+        _regression_runs(fresh_stack, tmp_path)
+
+
+def _regression_runs(stack: Stack, tmp_path: Path) -> None:
     history = History(tmp_path / "history.sqlite")
     policy = RegressionPolicy()
     for _ in range(2):  # warm-up, not recorded: buffers, pools and caches of a fresh stack fill up

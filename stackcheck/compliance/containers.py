@@ -22,7 +22,7 @@ def _per_container(
     out = []
     for handle in stack.handles():
         if handle.service.name in exempt:
-            out.append(Result(rule, Outcome.SKIP, handle.name, "exempt by policy"))
+            out.append(Result(rule, Outcome.EXEMPT, handle.name, "exempt by policy"))
             continue
         handle.docker.reload()
         problem, evidence = verdict(handle, handle.docker.attrs)

@@ -99,7 +99,7 @@ def dependencies(rule: Rule, ctx: CheckContext) -> list[Result]:
     out = []
     for link, dependency in rule.param("links").items():
         if link not in stack.spec.links:
-            out.append(Result(rule, Outcome.SKIP, link, "the stack has no such link"))
+            out.append(Result(rule, Outcome.NOT_EVALUATED, link, "the stack has no such link"))
             continue
         problem, evidence = follow_link(
             stack, link, dependency, rule.param("path"), rule.param("detect_s"), rule.param("recover_s")

@@ -49,8 +49,12 @@ class Area(Enum):
 class Outcome(Enum):
     PASS = "pass"
     FAIL = "fail"
-    SKIP = "skip"  # does not apply to this target (e.g. container rules on an external URL)
-    ERROR = "error"  # the check itself could not run: counts as a failure at the gate
+    ERROR = "error"  # the check itself crashed or could not reach its subject: a failure at the gate
+    # The check found nothing to judge (no subject matched, an external target without
+    # containers): never a pass; the gate fails on it unless the check is disabled with a reason.
+    NOT_EVALUATED = "not_evaluated"
+    EXEMPT = "exempt"  # this subject is exempted by name in the policy (e.g. a container)
+    DISABLED = "disabled"  # the rule is disabled by name with a written reason
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from stackcheck.compliance.model import Area, Outcome, Policy, Result, Rule
 
-__all__ = ["CheckContext", "Outcome", "SkipRule", "check", "evaluate", "run", "table"]
+__all__ = ["CheckContext", "Outcome", "NotEvaluated", "check", "evaluate", "run", "table"]
 from stackcheck.errors import StackcheckError
 from stackcheck.stack import Stack
 from stackcheck.target import HttpTarget
@@ -45,30 +45,30 @@ class CheckContext:
 
     def require_stack(self, rule: Rule) -> Stack:
         if self.stack is None:
-            raise SkipRule(f"needs a booted stack; {self.target.base_url} is an external target")
+            raise NotEvaluated(f"needs a booted stack; {self.target.base_url} is an external target")
         return self.stack
 
 
-class SkipRule(Exception):
-    """Raised by a check when its rule does not apply to this target."""
+class NotEvaluated(Exception):
+    """Raised by a check that finds nothing to judge on this target (the reason is the message)."""
 
 
 def evaluate(rule: Rule, ctx: CheckContext) -> list[Result]:
     """Run one rule; a crash in a check is an ERROR result with the reason, never a traceback."""
     if rule.area in CONTAINER_AREAS and ctx.stack is None:
-        return [Result(rule, Outcome.SKIP, ctx.target.base_url, "needs a booted stack (container-level rule)")]
+        return [Result(rule, Outcome.NOT_EVALUATED, ctx.target.base_url, "needs a booted stack (container-level rule)")]
     fn = REGISTRY.get(rule.id)
     if fn is None:
         return [Result(rule, Outcome.ERROR, "policy", f"no check implements rule {rule.id!r}")]
     try:
         results = fn(rule, ctx)
-    except SkipRule as skip:
-        return [Result(rule, Outcome.SKIP, ctx.target.base_url, str(skip))]
+    except NotEvaluated as skip:
+        return [Result(rule, Outcome.NOT_EVALUATED, ctx.target.base_url, str(skip))]
     except StackcheckError as exc:
         return [Result(rule, Outcome.ERROR, ctx.target.base_url, f"{exc.problem} (fix: {exc.fix})")]
     except Exception as exc:  # a check must report, not crash the run
         return [Result(rule, Outcome.ERROR, ctx.target.base_url, f"check crashed: {type(exc).__name__}: {exc}")]
-    return results or [Result(rule, Outcome.SKIP, ctx.target.base_url, "nothing to check")]
+    return results or [Result(rule, Outcome.NOT_EVALUATED, ctx.target.base_url, "nothing to check: the rule matched no subject")]
 
 
 def run(ctx: CheckContext, areas: Iterable[Area] | None = None) -> list[Result]:

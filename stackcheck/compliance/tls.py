@@ -45,7 +45,7 @@ from sslyze.scanner.scanner import Scanner
 from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocation
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, SkipRule, check
+from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
 from stackcheck.errors import PolicyError, StackcheckError
 
 # Per connection; sslyze retries once. Against 127.0.0.1 a handshake takes milliseconds.
@@ -150,7 +150,7 @@ class Endpoint:
 def https_endpoint(ctx: CheckContext) -> Endpoint:
     target = ctx.target
     if urlsplit(target.base_url).scheme != "https":
-        raise SkipRule(f"{target.base_url} is not an https:// URL")
+        raise NotEvaluated(f"{target.base_url} is not an https:// URL")
     # A booted stack publishes on 127.0.0.1 only; its URL names localhost, which the certificate names.
     return Endpoint(target.host, target.port, "127.0.0.1" if target.booted else None, target.ca_file)
 
@@ -485,12 +485,12 @@ def tls_http_redirect(rule: Rule, ctx: CheckContext) -> list[Result]:
         return [_redirect_result(rule, f"{host}:80", f"http://{host}:80/")]
     stack = ctx.stack
     if not stack.spec.entrypoint_url:
-        raise SkipRule(f"stack {stack.spec.name} has no entrypoint")
+        raise NotEvaluated(f"stack {stack.spec.name} has no entrypoint")
     entry = urlsplit(stack.spec.entrypoint_url)
     service = str(entry.hostname)
     plain = [p for p in stack.spec.services[service].ports if p != entry.port]
     if not plain:
-        raise SkipRule(f"{service} publishes no plain-HTTP port besides {entry.port}: nothing answers plain HTTP")
+        raise NotEvaluated(f"{service} publishes no plain-HTTP port besides {entry.port}: nothing answers plain HTTP")
     handle = stack.service(service)
     # The Host a browser would send to the HTTPS URL's host on port 80.
     return [
@@ -508,7 +508,7 @@ def tls_postgres(rule: Rule, ctx: CheckContext) -> list[Result]:
     images = rule.param("images")
     services = [name for name, svc in stack.spec.services.items() if svc.image in images]
     if not services:
-        raise SkipRule(f"no service of stack {stack.spec.name} runs an image in {images}")
+        raise NotEvaluated(f"no service of stack {stack.spec.name} runs an image in {images}")
     out = []
     for service in services:
         for handle in stack.instances(service):

@@ -46,8 +46,8 @@ GOOD_CIPHERS = (
     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
 REDIRECT = "return 301 https://$host$request_uri;"
-PASS, FAIL, SKIP = Outcome.PASS, Outcome.FAIL, Outcome.SKIP
-ALL_PASS = {rule: PASS for rule in TLS_RULES} | {"tls-postgres": SKIP}  # no PostgreSQL in an nginx-only stack
+PASS, FAIL, NOT_EVALUATED = Outcome.PASS, Outcome.FAIL, Outcome.NOT_EVALUATED
+ALL_PASS = {rule: PASS for rule in TLS_RULES} | {"tls-postgres": NOT_EVALUATED}  # no PostgreSQL in an nginx-only stack
 
 
 def nginx_conf(
@@ -330,7 +330,7 @@ def test_tls_postgres_is_skipped_for_an_external_target() -> None:
     policy = Policy.load()
     target = HttpTarget.external("https://stackcheck-external.invalid")
     [result] = runner.evaluate(policy.rules["tls-postgres"], CheckContext(target, None, policy))
-    assert result.outcome is SKIP
+    assert result.outcome is NOT_EVALUATED
     assert "external target" in result.evidence
 
 

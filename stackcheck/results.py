@@ -12,13 +12,14 @@ import datetime
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from stackcheck.compliance.model import Result, Severity
 from stackcheck.errors import StackcheckError
 
-SCHEMA = "stackcheck.results/1"
+SCHEMA = "stackcheck.results/2"
 REPORTS_DIR = Path("reports")
 
 
@@ -34,6 +35,26 @@ class Breach:
     message: str
 
 
+class CheckStatus(Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    WARNING = "warning"  # failed below the gate's severity: shown, does not fail the gate
+    NOT_EVALUATED = "not_evaluated"  # skipped, xfailed, errored or found nothing: never a pass
+    DISABLED = "disabled"  # switched off by name, with the reason, in the stack file or policy
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """The verdict of one product check (a compliance rule, a load run or its regression check, a
+    chaos scenario) as the gate judged it."""
+
+    area: str
+    check: str
+    status: CheckStatus
+    severity: str
+    reason: str = ""
+
+
 @dataclass
 class RunResults:
     run_id: str
@@ -47,14 +68,19 @@ class RunResults:
     chaos: list[dict[str, Any]] = field(default_factory=list)  # ExperimentResult.to_dict()
     history: list[dict[str, Any]] = field(default_factory=list)  # earlier load runs for trends
     tests: dict[str, int] = field(default_factory=dict)  # passed, failed, skipped, errors
+    checks: list[CheckVerdict] = field(default_factory=list)
+    disabled: dict[str, str] = field(default_factory=dict)  # check -> reason, as the stack file/policy say
     breaches: list[Breach] = field(default_factory=list)
+    warnings: list[Breach] = field(default_factory=list)  # findings below fail_on, never hidden
 
     @property
     def verdict(self) -> str:
         return "fail" if self.breaches else "pass"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "verdict": self.verdict, **asdict(self)}
+        data = {"schema": SCHEMA, "verdict": self.verdict, **asdict(self)}
+        data["checks"] = [c | {"status": c["status"].value} for c in data["checks"]]
+        return data
 
     def write(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -98,7 +124,10 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
     "chaos": list,
     "history": list,
     "tests": dict,
+    "checks": list,
+    "disabled": dict,
     "breaches": list,
+    "warnings": list,
 }
 
 
@@ -143,30 +172,50 @@ def latest_run(reports: Path = REPORTS_DIR) -> Path:
     return runs[-1].parent
 
 
-def summary_rows(data: dict[str, Any]) -> list[tuple[str, int, int, int, str]]:
-    """(area, checks, passed, failed, worst finding) for the gate's table and summary.md."""
-    rows = []
-    compliance = data["compliance"]
-    if compliance:
-        by_rule: dict[str, list[dict[str, Any]]] = {}
-        for entry in compliance:
-            by_rule.setdefault(entry["rule"], []).append(entry)
-        failed = [r for r, entries in by_rule.items() if any(e["outcome"] in ("fail", "error") for e in entries)]
-        rows.append(("compliance", len(by_rule), len(by_rule) - len(failed), len(failed), _worst(data, "compliance")))
-    if data["load"]:
-        failed_runs = sum(1 for run in data["load"] if run.get("breaches"))
-        rows.append(("load", len(data["load"]), len(data["load"]) - failed_runs, failed_runs, _worst(data, "load")))
-    if data["chaos"]:
-        failed_chaos = sum(1 for exp in data["chaos"] if not exp["passed"])
+COLUMNS = ("area", "checks", "passed", "failed", "not eval", "disabled", "warnings", "worst finding")
+Row = tuple[str, int, int, int, int, int, int, str]
+
+
+def summary_rows(data: dict[str, Any]) -> list[Row]:
+    """One row per area from the checks' verdicts (and the project's own test counts)."""
+    rows: list[Row] = []
+    for area in ("compliance", "load", "chaos"):
+        checks = [c for c in data["checks"] if c["area"] == area]
+        if not checks:
+            continue
+        count = {s: sum(1 for c in checks if c["status"] == s.value) for s in CheckStatus}
+        warned = sum(1 for w in data["warnings"] if w["area"] == area)
         rows.append(
-            ("chaos", len(data["chaos"]), len(data["chaos"]) - failed_chaos, failed_chaos, _worst(data, "chaos"))
+            (
+                area,
+                len(checks),
+                count[CheckStatus.PASSED] + count[CheckStatus.WARNING],
+                count[CheckStatus.FAILED],
+                count[CheckStatus.NOT_EVALUATED],
+                count[CheckStatus.DISABLED],
+                warned,
+                _worst(data, area),
+            )
         )
     tests = data["tests"]
-    if tests:
+    if any(c["area"] == "tests" for c in data["breaches"]) or (tests and not data["checks"]):
         bad = tests.get("failed", 0) + tests.get("errors", 0)
         total = bad + tests.get("passed", 0) + tests.get("skipped", 0)
-        rows.append(("tests", total, tests.get("passed", 0), bad, _worst(data, "tests")))
+        rows.append(("tests", total, tests.get("passed", 0), bad, tests.get("skipped", 0), 0, 0, _worst(data, "tests")))
     return rows
+
+
+def summary_line(data: dict[str, Any]) -> str:
+    """``PASS: 52 checks, 0 failed, 0 not evaluated, 2 disabled, 3 warnings``."""
+    checks = data["checks"]
+    failed = sum(1 for c in checks if c["status"] == CheckStatus.FAILED.value)
+    unevaluated = sum(1 for c in checks if c["status"] == CheckStatus.NOT_EVALUATED.value)
+    disabled = sum(1 for c in checks if c["status"] == CheckStatus.DISABLED.value) or len(data["disabled"])
+    warnings = len(data["warnings"])
+    return (
+        f"{data['verdict'].upper()}: {len(checks)} checks, {failed} failed, {unevaluated} not evaluated, "
+        f"{disabled} disabled, {warnings} warning{'s' if warnings != 1 else ''}"
+    )
 
 
 def _worst(data: dict[str, Any], area: str) -> str:
@@ -174,7 +223,26 @@ def _worst(data: dict[str, Any], area: str) -> str:
     return f"[{breach['severity']}] {breach['check']}: {breach['message']}"[:110] if breach else "-"
 
 
+def unlisted_disabled(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Disabled checks that no test collected (a disabled rule is not collected at all)."""
+    listed = {c["check"] for c in data["checks"]}
+    return [(check, reason) for check, reason in data["disabled"].items() if check not in listed]
+
+
 def table(data: dict[str, Any]) -> str:
-    lines = [f"{'area':<11} {'checks':>6} {'passed':>6} {'failed':>6}  worst finding"]
-    lines += [f"{a:<11} {c:>6} {p:>6} {f:>6}  {w}" for a, c, p, f, w in summary_rows(data)]
+    """The gate's table, then every check that was not evaluated or disabled, with its reason."""
+    lines = [f"{COLUMNS[0]:<11} " + " ".join(f"{h:>8}" for h in COLUMNS[1:-1]) + f"  {COLUMNS[-1]}"]
+    lines += [
+        f"{a:<11} {c:>8} {p:>8} {f:>8} {n:>8} {d:>8} {w:>8}  {x}" for a, c, p, f, n, d, w, x in summary_rows(data)
+    ]
+    for check in data["checks"]:
+        if check["status"] in (CheckStatus.NOT_EVALUATED.value, CheckStatus.DISABLED.value):
+            word = "NOT EVALUATED" if check["status"] == CheckStatus.NOT_EVALUATED.value else "DISABLED"
+            lines.append(f"{word} {check['area']} {check['check']}: {check['reason']}"[:200])
+    lines += [f"DISABLED {check}: {reason}"[:200] for check, reason in unlisted_disabled(data)]
+    for warning in data["warnings"]:
+        lines.append(
+            f"WARNING [{warning['severity']}] {warning['area']} {warning['check']}: {warning['message']}"[:200]
+        )
+    lines.append(summary_line(data))
     return "\n".join(lines)

@@ -119,6 +119,9 @@ class StackSpec:
     links: Mapping[str, LinkSpec]
     proxy: str | None
     objectives: Objectives
+    # Checks (rule ids, chaos scenarios, load checks) switched off by name, each with the written
+    # reason the report shows; a check that is not evaluated and not named here fails the gate.
+    disabled: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def entry_service(self) -> str | None:
@@ -208,7 +211,7 @@ def load(path: str | Path) -> StackSpec:
 
 def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
     top = _Reader(path, data, "")
-    top.only({"stack", "tls", "secrets", "networks", "services", "links", "objectives"})
+    top.only({"stack", "tls", "secrets", "networks", "services", "links", "objectives", "disabled"})
     stack = top.table("stack")
     stack.only({"name", "entrypoint", "health_path", "proxy"})
     tls = top.table("tls")
@@ -257,6 +260,7 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
         links=links,
         proxy=proxy,
         objectives=_objectives(top.table("objectives")),
+        disabled=disabled_checks(top.table("disabled")),
     )
     entry = urlsplit(spec.entrypoint_url or "")
     try:
@@ -417,6 +421,18 @@ def _objectives(obj: _Reader) -> Objectives:
         entry.only({"rto_s", "rpo_s"})
         chaos_objs[scenario] = RecoveryObjective(**{k: float(entry.get(k, (int, float))) for k in entry.data})
     return Objectives(load_objs, chaos_objs)
+
+
+def disabled_checks(table: _Reader) -> dict[str, str]:
+    """``[disabled]`` lines ``CHECK = "reason"``: a check is switched off only with a written reason."""
+    out: dict[str, str] = {}
+    for check_id, reason in table.data.items():
+        if not isinstance(reason, str) or not reason.strip():
+            raise table.fail(
+                check_id, "must give the reason the check is disabled", f'write "{check_id}" = "why it does not apply"'
+            )
+        out[check_id] = reason.strip()
+    return out
 
 
 def _check_dependencies(svcs: _Reader, services: Mapping[str, ServiceSpec]) -> None:

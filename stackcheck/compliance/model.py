@@ -65,6 +65,7 @@ class Rule:
     description: str
     params: Mapping[str, ParamValue] = field(default_factory=dict)
     enabled: bool = True
+    reason: str | None = None  # why it is disabled: required with enabled = false
 
     def param(self, name: str) -> Any:
         if name not in self.params:
@@ -105,6 +106,13 @@ class Policy:
     fail_on: Severity
     source: tuple[Path, ...]
     http: HttpSurface = HttpSurface()
+    extra_disabled: Mapping[str, str] = field(default_factory=dict)  # the [disabled] table: check -> reason
+
+    @property
+    def disabled(self) -> dict[str, str]:
+        """Every check switched off by name, with its reason: disabled rules and the [disabled] table."""
+        rules = {r.id: r.reason or "" for r in self.rules.values() if not r.enabled}
+        return rules | dict(self.extra_disabled)
 
     @classmethod
     def load(cls, override: str | Path | None = None, default: Path = DEFAULT_POLICY) -> Policy:
@@ -147,7 +155,27 @@ def _severity(value: Any, where: str, path: Path) -> Severity:
         raise PolicyError(f"{path}: [{where}] severity {value!r} is not a severity", f"use one of: {choices}") from None
 
 
-TABLES = {"policy", "rules", "http"}
+TABLES = {"policy", "rules", "http", "disabled"}
+
+
+def _disabled_table(raw: Any, path: Path) -> dict[str, str]:
+    if not isinstance(raw, dict) or not all(isinstance(v, str) and v.strip() for v in raw.values()):
+        raise PolicyError(
+            f"{path}: [disabled] must map check names to the reason each is disabled",
+            'write "chaos-check-or-rule-id" = "why it does not apply to this stack"',
+        )
+    return {k: v.strip() for k, v in raw.items()}
+
+
+def _need_reason(rule_id: str, enabled: bool, reason: Any, path: Path) -> str | None:
+    if reason is not None and (not isinstance(reason, str) or not reason.strip()):
+        raise PolicyError(f"{path}: [rules.{rule_id}] reason must be text", 'write reason = "why it is disabled"')
+    if not enabled and reason is None:
+        raise PolicyError(
+            f"{path}: [rules.{rule_id}] is disabled without a reason",
+            'a check is switched off only with a written reason: add reason = "why it does not apply"',
+        )
+    return reason.strip() if isinstance(reason, str) else None
 
 
 def _http(raw: Any, path: Path, current: HttpSurface) -> HttpSurface:
@@ -178,7 +206,9 @@ def _http(raw: Any, path: Path, current: HttpSurface) -> HttpSurface:
 def _parse(data: Mapping[str, Any], path: Path, source: tuple[Path, ...]) -> Policy:
     unknown = set(data) - TABLES
     if unknown:
-        raise PolicyError(f"{path}: [{sorted(unknown)[0]}] is not a known table", "use [policy], [http] and [rules.ID]")
+        raise PolicyError(
+            f"{path}: [{sorted(unknown)[0]}] is not a known table", "use [policy], [http], [disabled] and [rules.ID]"
+        )
     rules: dict[str, Rule] = {}
     raw_rules = data.get("rules", {})
     if not isinstance(raw_rules, dict):
@@ -207,16 +237,20 @@ def _parse(data: Mapping[str, Any], path: Path, source: tuple[Path, ...]) -> Pol
             raise PolicyError(
                 f"{path}: [rules.{rule_id}] description must be text and enabled a boolean", "fix the types"
             )
-        rules[rule_id] = Rule(rule_id, area, severity, description, raw, enabled)
+        reason = _need_reason(rule_id, enabled, raw.pop("reason", None), path)
+        rules[rule_id] = Rule(rule_id, area, severity, description, raw, enabled, reason)
     fail_on = _severity(data.get("policy", {}).get("fail_on", "high"), "policy", path)
-    return Policy(rules, fail_on, source, _http(data.get("http", {}), path, HttpSurface()))
+    disabled = _disabled_table(data.get("disabled", {}), path)
+    return Policy(rules, fail_on, source, _http(data.get("http", {}), path, HttpSurface()), disabled)
 
 
 def _merge(policy: Policy, data: Mapping[str, Any], path: Path) -> Policy:
     """A user's file may change severity, enabled and parameters of known rules, and fail_on."""
     unknown = set(data) - TABLES
     if unknown:
-        raise PolicyError(f"{path}: [{sorted(unknown)[0]}] is not a known table", "use [policy], [http] and [rules.ID]")
+        raise PolicyError(
+            f"{path}: [{sorted(unknown)[0]}] is not a known table", "use [policy], [http], [disabled] and [rules.ID]"
+        )
     rules = dict(policy.rules)
     raw_rules = data.get("rules", {})
     if not isinstance(raw_rules, dict):
@@ -240,6 +274,8 @@ def _merge(policy: Policy, data: Mapping[str, Any], path: Path) -> Policy:
                         f"{path}: [rules.{rule_id}] enabled must be true or false", "write enabled = false"
                     )
                 changes["enabled"] = value
+            elif key == "reason":
+                changes["reason"] = value
             elif key in params:
                 expected = type(params[key])
                 # An int where the default is a float is fine; a bool is never an int here.
@@ -253,10 +289,12 @@ def _merge(policy: Policy, data: Mapping[str, Any], path: Path) -> Policy:
                     )
                 params[key] = value
             else:
-                known = ", ".join(["severity", "enabled", *params])
+                known = ", ".join(["severity", "enabled", "reason", *params])
                 raise PolicyError(
                     f"{path}: [rules.{rule_id}] {key!r} is not a setting of this rule", f"use one of: {known}"
                 )
+        enabled = changes.get("enabled", rule.enabled)
+        changes["reason"] = _need_reason(rule_id, enabled, changes.get("reason", rule.reason), path)
         rules[rule_id] = replace(rule, params=params, **changes)
     fail_on = policy.fail_on
     if "policy" in data:
@@ -265,4 +303,5 @@ def _merge(policy: Policy, data: Mapping[str, Any], path: Path) -> Policy:
             raise PolicyError(f"{path}: [policy] takes only fail_on", 'write [policy] fail_on = "high"')
         fail_on = _severity(section.get("fail_on", fail_on.value), "policy", path)
     http = _http(data["http"], path, policy.http) if "http" in data else policy.http
-    return Policy(rules, fail_on, (*policy.source, path), http)
+    disabled = dict(policy.extra_disabled) | _disabled_table(data.get("disabled", {}), path)
+    return Policy(rules, fail_on, (*policy.source, path), http, disabled)

@@ -9,7 +9,7 @@ from typing import Any
 
 from stackcheck.compliance.model import Area, Outcome, Policy, Result, Rule
 
-__all__ = ["CheckContext", "Outcome", "NotEvaluated", "check", "evaluate", "run", "table"]
+__all__ = ["CheckContext", "NotEvaluated", "Outcome", "check", "evaluate", "run", "table"]
 from stackcheck.errors import StackcheckError
 from stackcheck.stack import Stack
 from stackcheck.target import HttpTarget
@@ -68,7 +68,9 @@ def evaluate(rule: Rule, ctx: CheckContext) -> list[Result]:
         return [Result(rule, Outcome.ERROR, ctx.target.base_url, f"{exc.problem} (fix: {exc.fix})")]
     except Exception as exc:  # a check must report, not crash the run
         return [Result(rule, Outcome.ERROR, ctx.target.base_url, f"check crashed: {type(exc).__name__}: {exc}")]
-    return results or [Result(rule, Outcome.NOT_EVALUATED, ctx.target.base_url, "nothing to check: the rule matched no subject")]
+    return results or [
+        Result(rule, Outcome.NOT_EVALUATED, ctx.target.base_url, "nothing to check: the rule matched no subject")
+    ]
 
 
 def run(ctx: CheckContext, areas: Iterable[Area] | None = None) -> list[Result]:

@@ -16,7 +16,7 @@ from stackcheck.report.common import (
     recovery_lines,
     wall_clock,
 )
-from stackcheck.results import summary_rows
+from stackcheck.results import COLUMNS, CheckStatus, summary_line, summary_rows, unlisted_disabled
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 0 auto;
@@ -51,13 +51,10 @@ def render_page(data: dict[str, Any]) -> str:
         _meta(data),
         _verdict(data),
         '<section id="summary"><h2>Summary</h2>',
-        table(
-            ("area", "checks", "passed", "failed", "worst finding"),
-            [(a, c, p, f, w) for a, c, p, f, w in summary_rows(data)],
-            "summary",
-            numeric=(1, 2, 3),
-        ),
+        f'<p class="summary-line" id="summary-line">{escape(summary_line(data))}</p>',
+        table(COLUMNS, list(summary_rows(data)), "summary", numeric=(1, 2, 3, 4, 5, 6)),
         "</section>",
+        _unjudged(data),
         _phases(data["phases"]),
         _compliance(data["compliance"]),
         _load(data["load"]),
@@ -105,6 +102,24 @@ def _meta(data: dict[str, Any]) -> str:
         f"{' against ' + escape(str(stack['target'])) if stack.get('target') else ''}; "
         f"{escape(data['started_at'])} to {escape(data['finished_at'])}; fail on {escape(data['fail_on'])} and above; "
         f"tests: {escape(counts or 'none')}</p>"
+    )
+
+
+def _unjudged(data: dict[str, Any]) -> str:
+    """Checks that were not evaluated or are disabled, and warnings below the gate: never hidden."""
+    rows = [
+        (c["area"], c["check"], c["status"].replace("_", " ").upper(), c["severity"], c["reason"])
+        for c in data["checks"]
+        if c["status"] in (CheckStatus.NOT_EVALUATED.value, CheckStatus.DISABLED.value)
+    ]
+    rows += [("-", check, "DISABLED", "-", reason) for check, reason in unlisted_disabled(data)]
+    rows += [(w["area"], w["check"], "WARNING", w["severity"], w["message"]) for w in data["warnings"]]
+    if not rows:
+        return ""
+    return (
+        '<section id="unjudged"><h2>Not evaluated, disabled and warnings</h2>'
+        + table(("area", "check", "status", "severity", "reason"), rows, "unjudged")
+        + "</section>"
     )
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from stackcheck.report.common import PERCENTILE_KEYS, header_grades, ms, recovery_lines
-from stackcheck.results import summary_rows
+from stackcheck.results import COLUMNS, CheckStatus, summary_line, summary_rows, unlisted_disabled
 
 
 def cell(value: object) -> str:
@@ -15,7 +16,7 @@ def cell(value: object) -> str:
     return escape(" ".join(str(value).split()), quote=False).replace("|", "\\|")
 
 
-def md_table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> list[str]:
+def md_table(headers: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> list[str]:
     return [
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
@@ -37,8 +38,17 @@ def render_summary(data: dict[str, Any], run_dir: Path) -> str:
         ]
     else:
         lines.append(f"No objective breached (fail on {cell(data['fail_on'])} and above).")
-    lines.append("")
-    lines += md_table(("area", "checks", "passed", "failed", "worst finding"), list(summary_rows(data)))
+    lines += ["", f"**{cell(summary_line(data))}**", ""]
+    lines += md_table(COLUMNS, list(summary_rows(data)))
+    unjudged = [
+        (c["area"], c["check"], c["status"].replace("_", " ").upper(), c["reason"])
+        for c in data["checks"]
+        if c["status"] in (CheckStatus.NOT_EVALUATED.value, CheckStatus.DISABLED.value)
+    ]
+    unjudged += [("-", check, "DISABLED", reason) for check, reason in unlisted_disabled(data)]
+    unjudged += [(w["area"], w["check"], f"WARNING ({w['severity']})", w["message"]) for w in data["warnings"]]
+    if unjudged:
+        lines += ["", *md_table(("area", "check", "status", "reason"), unjudged)]
     grades = header_grades(data["compliance"])
     if grades:
         worst = min(grades, key=lambda g: g[1])

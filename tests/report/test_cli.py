@@ -75,7 +75,7 @@ def test_report_on_nothing_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
 @pytest.mark.parametrize("damage", ["truncate", "entry"])
 def test_corrupted_results_through_the_real_command(make_run: MakeRun, damage: str) -> None:
     """The installed entry point, in its own process: exit 2, the message, no traceback."""
-    run_dir = make_run("failing", chaos=[{"scenario": "x"}])
+    run_dir = make_run("failing", checks=[{"check": "x"}])  # no area, no status
     if damage == "truncate":
         results = run_dir / "results.json"
         results.write_text(results.read_text()[:200])

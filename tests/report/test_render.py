@@ -10,7 +10,7 @@ import pytest
 
 from stackcheck.load.report import validate
 from stackcheck.report import render
-from stackcheck.results import ResultsError
+from stackcheck.results import ResultsError, table
 from tests.report.conftest import MakeRun, history_entries, sample
 
 
@@ -104,8 +104,10 @@ def test_summary_md_for_a_pull_request(make_run: MakeRun) -> None:
         "1. **[high] compliance health-liveness**: GET /api/health: p95 1.9 ms &gt; 0.01 ms: 30 requests: "
         "p95 1.9 ms (max 2.1 ms), statuses [200]"
     )
-    assert first_breach < lines.index("| area | checks | passed | failed | worst finding |")
-    assert "| chaos | 1 | 1 | 0 | - |" in lines
+    header = "| area | checks | passed | failed | not eval | disabled | warnings | worst finding |"
+    assert first_breach < lines.index(header)
+    assert "| chaos | 1 | 1 | 0 | 0 | 0 | 0 | - |" in lines
+    assert "**FAIL: 12 checks, 1 failed, 0 not evaluated, 0 disabled, 0 warnings**" in lines
     assert f"Report: [index.html](index.html) (`{run_dir / 'index.html'}`)" in lines
     assert f"JUnit: [junit.xml](junit.xml) (`{run_dir / 'junit.xml'}`)" in lines
 
@@ -122,7 +124,7 @@ def test_summary_md_for_a_clean_run(make_run: MakeRun) -> None:
 def test_markdown_cells_cannot_break_the_table(make_run: MakeRun) -> None:
     breach = {"area": "tests", "check": "a|b", "severity": "high", "message": "line one\nline | two"}
     text = render(make_run("clean", breaches=[breach], verdict="fail"))[1].read_text()
-    assert "| tests | 1 | 0 | 1 |" not in text  # the tests row keeps its own counts
+    assert "| tests | 21 | 21 | 0 | 0 | 0 | 0 | [high] a\\|b: line one line \\| two |" in text  # its own counts
     assert "[high] a\\|b: line one line \\| two" in text
 
 
@@ -134,8 +136,8 @@ def test_load_sample_is_a_current_load_report() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"chaos": [{"scenario": "x"}]}, r"an entry is malformed \(KeyError"),
-        ({"compliance": ["not a dict"]}, r"an entry is malformed \(TypeError"),
+        ({"checks": [{"check": "x"}]}, r"an entry is malformed \(KeyError"),
+        ({"compliance": ["not a dict"]}, r"an entry is malformed \(AttributeError"),
     ],
 )
 def test_a_damaged_entry_is_a_results_error(make_run: MakeRun, change: dict[str, object], message: str) -> None:
@@ -155,3 +157,40 @@ def test_render_reads_only_results_json(make_run: MakeRun, tmp_path: Path) -> No
     copy.mkdir(parents=True)
     (copy / "results.json").write_text(json.dumps(data))
     assert render(copy)[0].read_text() == first
+
+
+def test_not_evaluated_disabled_and_warnings_show_in_every_output(make_run: MakeRun) -> None:
+    """The table, summary.md and the HTML name each unjudged check with its reason and count warnings."""
+    checks = [
+        {"area": "compliance", "check": "headers-hsts", "status": "passed", "severity": "high", "reason": ""},
+        {"area": "compliance", "check": "ds-postgres", "status": "not_evaluated", "severity": "high",
+         "reason": "no service runs an image in ['postgres']"},
+        {"area": "chaos", "check": "primary-failover", "status": "disabled", "severity": "high",
+         "reason": "no replica in this stack"},
+    ]  # fmt: skip
+    breach = {"area": "compliance", "check": "ds-postgres", "severity": "high",
+              "message": "NOT EVALUATED: no service runs an image in ['postgres']"}  # fmt: skip
+    warning = {"area": "compliance", "check": "headers-nosniff", "severity": "medium", "message": "/: missing"}
+    run_dir = make_run(
+        "clean", checks=checks, breaches=[breach], warnings=[warning], verdict="fail",
+        disabled={"primary-failover": "no replica in this stack", "tls-alpn-h2": "HTTP/1.1 only"},
+    )  # fmt: skip
+    data = json.loads((run_dir / "results.json").read_text())
+    line = "FAIL: 3 checks, 0 failed, 1 not evaluated, 1 disabled, 1 warning"
+    text = table(data)
+    assert line in text
+    assert "NOT EVALUATED compliance ds-postgres: no service runs an image in ['postgres']" in text
+    assert "DISABLED chaos primary-failover: no replica in this stack" in text
+    assert "DISABLED tls-alpn-h2: HTTP/1.1 only" in text
+    assert "WARNING [medium] compliance headers-nosniff: /: missing" in text
+    html, md = (p.read_text() for p in render(run_dir))
+    for out in (html, md):
+        assert line in out
+        assert (
+            "no service runs an image in [&#x27;postgres&#x27;]" in out
+            or "no service runs an image in ['postgres']" in out
+        )
+        assert "no replica in this stack" in out
+        assert "HTTP/1.1 only" in out
+        assert "headers-nosniff" in out
+    assert "<td>NOT EVALUATED</td>" in html

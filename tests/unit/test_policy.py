@@ -36,12 +36,13 @@ def test_an_override_changes_only_what_it_names(tmp_path: Path) -> None:
         tmp_path,
         '[policy]\nfail_on = "medium"\n'
         '[rules.ratelimit-api]\nrate = 50\nseverity = "low"\n'
-        "[rules.tls-alpn-h2]\nenabled = false\n",
+        '[rules.tls-alpn-h2]\nenabled = false\nreason = "the edge is HTTP/1.1 only by design"\n',
     )
     policy = Policy.load(path)
     rule = policy.rules["ratelimit-api"]
     assert (rule.param("rate"), rule.severity, rule.param("burst")) == (50, Severity.LOW, 20)
     assert not policy.rules["tls-alpn-h2"].enabled
+    assert policy.disabled == {"tls-alpn-h2": "the edge is HTTP/1.1 only by design"}
     assert policy.fail_on is Severity.MEDIUM
     assert policy.source == (DEFAULT_POLICY, path)
 
@@ -129,3 +130,16 @@ def test_arbitrary_bytes_never_escape_as_another_exception(tmp_path: Path, raw: 
     path.write_bytes(raw)
     with contextlib.suppress(PolicyError):
         Policy.load(path)
+
+
+def test_a_rule_is_disabled_only_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"\[rules.tls-alpn-h2\] is disabled without a reason") as info:
+        Policy.load(write(tmp_path, "[rules.tls-alpn-h2]\nenabled = false\n"))
+    assert 'add reason = "why it does not apply"' in info.value.fix
+
+
+def test_the_disabled_table_names_any_check_with_its_reason(tmp_path: Path) -> None:
+    policy = Policy.load(write(tmp_path, '[disabled]\nprimary-failover = "single-node staging: no replica"\n'))
+    assert policy.disabled == {"primary-failover": "single-node staging: no replica"}
+    with pytest.raises(PolicyError, match=r"\[disabled\] must map check names to the reason"):
+        Policy.load(write(tmp_path, '[disabled]\nprimary-failover = ""\n'))

@@ -223,6 +223,11 @@ def _worst(data: dict[str, Any], area: str) -> str:
     return f"[{breach['severity']}] {breach['check']}: {breach['message']}"[:110] if breach else "-"
 
 
+def findings_below_gate(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Warnings other than unevaluated checks (which the NOT EVALUATED lines already name)."""
+    return [w for w in data["warnings"] if not w["message"].startswith("NOT EVALUATED: ")]
+
+
 def unlisted_disabled(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Disabled checks that no test collected (a disabled rule is not collected at all)."""
     listed = {c["check"] for c in data["checks"]}
@@ -240,7 +245,7 @@ def table(data: dict[str, Any]) -> str:
             word = "NOT EVALUATED" if check["status"] == CheckStatus.NOT_EVALUATED.value else "DISABLED"
             lines.append(f"{word} {check['area']} {check['check']}: {check['reason']}"[:200])
     lines += [f"DISABLED {check}: {reason}"[:200] for check, reason in unlisted_disabled(data)]
-    for warning in data["warnings"]:
+    for warning in findings_below_gate(data):
         lines.append(
             f"WARNING [{warning['severity']}] {warning['area']} {warning['check']}: {warning['message']}"[:200]
         )

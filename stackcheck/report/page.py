@@ -16,7 +16,14 @@ from stackcheck.report.common import (
     recovery_lines,
     wall_clock,
 )
-from stackcheck.results import COLUMNS, CheckStatus, summary_line, summary_rows, unlisted_disabled
+from stackcheck.results import (
+    COLUMNS,
+    CheckStatus,
+    findings_below_gate,
+    summary_line,
+    summary_rows,
+    unlisted_disabled,
+)
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 0 auto;
@@ -113,7 +120,7 @@ def _unjudged(data: dict[str, Any]) -> str:
         if c["status"] in (CheckStatus.NOT_EVALUATED.value, CheckStatus.DISABLED.value)
     ]
     rows += [("-", check, "DISABLED", "-", reason) for check, reason in unlisted_disabled(data)]
-    rows += [(w["area"], w["check"], "WARNING", w["severity"], w["message"]) for w in data["warnings"]]
+    rows += [(w["area"], w["check"], "WARNING", w["severity"], w["message"]) for w in findings_below_gate(data)]
     if not rows:
         return ""
     return (

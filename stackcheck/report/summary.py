@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from stackcheck.report.common import PERCENTILE_KEYS, header_grades, ms, recovery_lines
-from stackcheck.results import COLUMNS, CheckStatus, summary_line, summary_rows, unlisted_disabled
+from stackcheck.results import (
+    COLUMNS,
+    CheckStatus,
+    findings_below_gate,
+    summary_line,
+    summary_rows,
+    unlisted_disabled,
+)
 
 
 def cell(value: object) -> str:
@@ -46,7 +53,7 @@ def render_summary(data: dict[str, Any], run_dir: Path) -> str:
         if c["status"] in (CheckStatus.NOT_EVALUATED.value, CheckStatus.DISABLED.value)
     ]
     unjudged += [("-", check, "DISABLED", reason) for check, reason in unlisted_disabled(data)]
-    unjudged += [(w["area"], w["check"], f"WARNING ({w['severity']})", w["message"]) for w in data["warnings"]]
+    unjudged += [(w["area"], w["check"], f"WARNING ({w['severity']})", w["message"]) for w in findings_below_gate(data)]
     if unjudged:
         lines += ["", *md_table(("area", "check", "status", "reason"), unjudged)]
     grades = header_grades(data["compliance"])

@@ -20,20 +20,27 @@ FAST = """
 error_statuses = [404]
 [rules.ratelimit-api]
 enabled = false
+reason = "gate mechanics under test; the suites' own run measures rate limits"
 [rules.ratelimit-auth]
 enabled = false
+reason = "gate mechanics under test"
 [rules.ratelimit-health-unlimited]
 enabled = false
+reason = "gate mechanics under test"
 [rules.health-dependencies]
 enabled = false
+reason = "gate mechanics under test"
 """
-# The same, plus an objective the stack cannot meet: /api/health in under 10 microseconds.
+# The same, plus an objective the stack cannot meet (/api/health in under 10 microseconds) and a
+# rule that finds nothing to judge (no service runs a "mysql" image): NOT EVALUATED, also a breach.
 BREACHING = (
     FAST
     + """
 [rules.health-liveness]
 max_p95_ms = 0.01
 severity = "critical"
+[rules.tls-postgres]
+images = ["mysql"]
 """
 )
 
@@ -70,6 +77,8 @@ def test_a_clean_gate_is_green_and_exits_0(tmp_path: Path) -> None:
     assert ": PASS" in out
     assert results["verdict"] == "pass"
     assert results["breaches"] == []
+    assert "DISABLED ratelimit-api: gate mechanics under test; the suites' own run measures rate limits" in out
+    assert "0 failed, 0 not evaluated, 4 disabled" in out
     assert (Path(results["_dir"]) / "junit.xml").is_file()
     for phase in ("engine", "images", "suites"):
         assert f"== {phase}: " in out
@@ -83,3 +92,8 @@ def test_a_breach_makes_the_gate_red_first_in_line_and_exit_1(tmp_path: Path) ->
     assert first_breach.startswith("BREACH [critical] compliance health-liveness"), first_breach
     assert results["verdict"] == "fail"
     assert results["breaches"][0]["check"] == "health-liveness"
+    assert "NOT EVALUATED compliance tls-postgres: " in out
+    assert "no service of stack promptcard runs an image in ['mysql']" in out
+    unevaluated = next(b for b in results["breaches"] if b["check"] == "tls-postgres")
+    assert unevaluated["message"].startswith("NOT EVALUATED: ")
+    assert {c["check"]: c["status"] for c in results["checks"]}["tls-postgres"] == "not_evaluated"

@@ -86,6 +86,12 @@ def test_start_order_respects_dependencies() -> None:
         (lambda d: d["services"]["redis"].update(ready="eventually"), "ready\\] must be one of", "healthcheck"),
         (lambda d: d.update(extras={}), r"\[extras\] is not a known key", "services"),
         (lambda d: d["links"]["backend->redis"].update(listen=15432), "two links share a listen port", "listen"),
+        (
+            lambda d: d.update(disabled={"primary-failover": ""}),
+            r"\[disabled\.primary-failover\] must give the reason",
+            "why it does not apply",
+        ),
+        (lambda d: d.update(disabled={"primary-failover": True}), "must give the reason", "why it does not apply"),
     ],
 )
 def test_each_mistake_is_one_clear_error(mutate: Any, message: str, fix: str) -> None:
@@ -95,6 +101,13 @@ def test_each_mistake_is_one_clear_error(mutate: Any, message: str, fix: str) ->
         parse(data)
     assert str(PATH) in err.value.problem
     assert fix in err.value.fix
+
+
+def test_checks_are_disabled_by_name_with_a_reason() -> None:
+    data = reference()
+    data["disabled"] = {"primary-failover": "  staging runs a single database node  "}
+    assert parse(data).disabled == {"primary-failover": "staging runs a single database node"}
+    assert parse(reference()).disabled == {}
 
 
 def test_a_dependency_cycle_is_named() -> None:

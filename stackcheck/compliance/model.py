@@ -128,8 +128,19 @@ class Policy:
         return [r for r in self.rules.values() if r.area is area and r.enabled]
 
     def breaches(self, results: Iterable[Result], fail_on: Severity | None = None) -> list[Result]:
+        """What fails the gate: an error at any severity (a check that could not run is never a
+        pass); a failure or a NOT EVALUATED result at or above the threshold."""
         threshold = fail_on or self.fail_on
-        return [r for r in results if r.failed and r.rule.severity >= threshold]
+        return [r for r in results if r.outcome is Outcome.ERROR or (_judged_bad(r) and r.rule.severity >= threshold)]
+
+    def warnings(self, results: Iterable[Result], fail_on: Severity | None = None) -> list[Result]:
+        """Failures and NOT EVALUATED results below the threshold: shown everywhere, never hidden."""
+        threshold = fail_on or self.fail_on
+        return [r for r in results if _judged_bad(r) and not r.rule.severity >= threshold]
+
+
+def _judged_bad(result: Result) -> bool:
+    return result.outcome in (Outcome.FAIL, Outcome.NOT_EVALUATED)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -83,6 +83,20 @@ def test_the_gate_counts_failures_at_or_above_the_threshold() -> None:
     ]
     assert [r.rule.id for r in policy.breaches(results)] == ["headers-hsts"]
     assert len(policy.breaches(results, Severity.INFO)) == 2
+    assert [r.evidence for r in policy.warnings(results)] == ["x"]  # below the gate, still shown
+
+
+def test_not_evaluated_counts_like_a_failure_error_at_any_severity() -> None:
+    policy = Policy.load()
+    low, high = policy.rules["headers-xss-protection"], policy.rules["headers-hsts"]
+    results = [
+        Result(high, Outcome.NOT_EVALUATED, "policy", "no route matched"),
+        Result(low, Outcome.NOT_EVALUATED, "policy", "nothing"),
+        Result(low, Outcome.ERROR, "/", "crash"),
+        Result(high, Outcome.EXEMPT, "web", "exempt by policy"),
+    ]
+    assert [r.evidence for r in policy.breaches(results)] == ["no route matched", "crash"]
+    assert [r.evidence for r in policy.warnings(results)] == ["nothing"]
 
 
 toml_scalars = st.one_of(

@@ -1,15 +1,18 @@
 """TLS rules: protocols, cipher suites, the certificate, ALPN, the HTTP redirect, PostgreSQL's STARTTLS.
 
-One sslyze scan per endpoint (the HTTPS entrypoint; each PostgreSQL instance) is shared by every
-rule of a run through ``ctx.memo``. A booted stack is always scanned on 127.0.0.1 (its ports are
-published there), with the URL's hostname (localhost) as SNI and as the name the certificate
-must match, and the run's CA as the trust anchor.
+One sslyze scan per endpoint (the HTTPS entrypoint; each PostgreSQL instance) is shared by the
+rules of a run through ``ctx.memo``. tls-certificate shakes hands itself, as an OpenSSL client
+(Python's ssl, verifying as curl does), so its verdict is the one the stack's real clients reach;
+tls-certificate-strict holds the stricter Web PKI findings on the chain sslyze received. A booted
+stack is always scanned on 127.0.0.1 (its ports are published there), with the URL's hostname
+(localhost) as SNI and as the name the certificate must match, and the run's CA as the trust anchor.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import re
 import socket
 import ssl
@@ -24,8 +27,8 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from cryptography.x509.oid import ExtensionOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from sslyze.connection_helpers.opportunistic_tls_helpers import ProtocolWithOpportunisticTlsEnum
 from sslyze.errors import ServerHostnameCouldNotBeResolved
 from sslyze.mozilla_tls_profile.tls_config_checker import (
@@ -67,7 +70,7 @@ HTTPS_COMMANDS = frozenset(SCAN_COMMANDS_NEEDED_BY_MOZILLA_CHECKER | {cmd for _,
 STARTTLS_COMMANDS = frozenset(cmd for _, cmd in PROTOCOLS)
 
 # Mozilla checker issues about cipher suites and protocol settings. Its certificate findings
-# (trust, key type, lifespan) belong to tls-certificate and tls-expiry: a run CA's certificate is
+# (trust, key type, lifespan) belong to the tls-certificate rules and tls-expiry: a run CA's certificate is
 # neither publicly trusted nor short-lived, and that is not a configuration mistake of the stack.
 MOZILLA_CERTIFICATE_ISSUES = (
     "certificate_path_validation",
@@ -77,6 +80,13 @@ MOZILLA_CERTIFICATE_ISSUES = (
     "certificate_signatures",
     "maximum_certificate_lifespan",
 )
+
+
+def mozilla_guidelines_version() -> str:
+    """The version of Mozilla's Server Side TLS guidelines that sslyze checks against (e.g. "5.7")."""
+    # The very file sslyze's checker reads: it ships one version and names it only there.
+    return str(json.loads(MozillaTlsConfiguration._JSON_PROFILE_PATH.read_text())["version"])
+
 
 # Key exchanges with ephemeral keys. TLS 1.3 suites (TLS_AES_*, TLS_CHACHA20_*) always have them.
 _FORWARD_SECRET = re.compile(r"^TLS_(ECDHE|DHE|ECDH_anon|DH_anon)_|^TLS_(AES|CHACHA20|SM4)_")
@@ -167,21 +177,34 @@ def trust_anchor(endpoint: Endpoint) -> tuple[Path, str]:
     return mozilla.path, f"Mozilla's trust store ({mozilla.version})"
 
 
-def _server_auth(policy: Any, cert: x509.Certificate, ext: x509.ExtendedKeyUsage | None) -> None:
-    if ext is not None and ExtendedKeyUsageOID.SERVER_AUTH not in ext:
-        raise ValueError("extendedKeyUsage lacks serverAuth")
+# Extension names for the dotted OIDs in cryptography's reasons ("2.5.29.15" is key usage).
+_EXTENSION_NAMES = {
+    oid.dotted_string: name.lower().replace("_", " ")
+    for name, oid in vars(ExtensionOID).items()
+    if isinstance(oid, x509.ObjectIdentifier)
+}
+_DOTTED_OID = re.compile(r"\b\d+(?:\.\d+){2,}\b")
+
+
+def name_oids(reason: str) -> str:
+    """``reason`` unchanged, followed by the names of the extension OIDs it cites."""
+    cited = [
+        f"{oid} = {_EXTENSION_NAMES[oid]}"
+        for oid in dict.fromkeys(_DOTTED_OID.findall(reason))
+        if oid in _EXTENSION_NAMES
+    ]
+    return f"{reason} [{'; '.join(cited)}]" if cited else reason
 
 
 def verify_chain(
     chain: list[x509.Certificate], ca_file: Path, hostname: str, now: datetime.datetime | None = None
 ) -> tuple[int, str | None]:
-    """Validate a received chain (leaf first) against the CAs in ``ca_file`` for ``hostname``.
+    """Validate a received chain (leaf first) with cryptography's Web PKI verifier, unrelaxed.
 
-    Returns the verified chain's length and None, or 0 and the reason. The Web PKI profile of
-    ``cryptography`` is used, with one relaxation: subjectAltName and extendedKeyUsage may be
-    critical (CA/B Forum rules that OpenSSL-based clients do not enforce, and that trustme, which
-    makes each run's certificates, does not follow). Signatures, validity dates, CA constraints and
-    the name match are checked as usual.
+    That verifier enforces RFC 5280 and the CA/Browser Forum baseline requirements (key usage on
+    CAs, a non-critical subjectAltName beside a non-empty subject, authority key identifiers, ...),
+    stricter than OpenSSL-based clients. Returns the verified chain's length and None, or 0 and
+    cryptography's reason verbatim.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # system bundles hold a few certificates cryptography frowns upon
@@ -190,16 +213,10 @@ def verify_chain(
         subject: x509.verification.Subject = x509.IPAddress(ipaddress.ip_address(hostname))
     except ValueError:
         subject = x509.DNSName(hostname)
-    ee_policy = (
-        ExtensionPolicy.webpki_defaults_ee()
-        .require_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
-        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, _server_auth)
-    )
     verifier = (
         PolicyBuilder()
         .store(Store(anchors))
         .time(now or datetime.datetime.now(datetime.UTC))
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee_policy)
         .build_server_verifier(subject)
     )
     try:
@@ -207,6 +224,91 @@ def verify_chain(
     except VerificationError as exc:
         return 0, str(exc)
     return len(verified), None
+
+
+# -- what OpenSSL clients (curl, Python's ssl, ...) accept -------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientProfile:
+    """How a client shakes hands; a server with several certificates picks one by what the client offers."""
+
+    name: str
+    maximum_version: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED
+    ciphers: str | None = None  # OpenSSL cipher string (TLS 1.2 and below); None: the library default
+
+
+# The default client sees the certificate most clients get; TLS 1.2 with ECDSA- or RSA-authenticated
+# suites only makes a server with both kinds show each.
+CLIENT_PROFILES = (
+    ClientProfile("default client"),
+    ClientProfile("TLS 1.2, ECDSA suites", ssl.TLSVersion.TLSv1_2, "aECDSA"),
+    ClientProfile("TLS 1.2, RSA suites", ssl.TLSVersion.TLSv1_2, "aRSA"),
+)
+
+
+def client_context(profile: ClientProfile, ca_file: Path | None) -> ssl.SSLContext:
+    """An OpenSSL client context verifying like curl against ``ca_file``; None: no verification at all.
+
+    curl verifies with OpenSSL's default flags plus X509_V_FLAG_PARTIAL_CHAIN (a CA file may hold an
+    intermediate), and never X509_V_FLAG_X509_STRICT (which Python 3.13 turns on by default).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    context.maximum_version = profile.maximum_version
+    if profile.ciphers:
+        context.set_ciphers(profile.ciphers)
+    if ca_file is None:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context.load_verify_locations(cafile=ca_file)
+        context.verify_flags = (context.verify_flags | ssl.VERIFY_X509_PARTIAL_CHAIN) & ~ssl.VERIFY_X509_STRICT
+    return context
+
+
+def _handshake(endpoint: Endpoint, context: ssl.SSLContext, timeout: float = 5.0) -> bytes:
+    """The DER of the leaf the server presented in a completed handshake."""
+    with (
+        socket.create_connection((endpoint.ip or endpoint.host, endpoint.port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=endpoint.host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None  # a client in TLS always receives the server's certificate
+    return der
+
+
+def served_leaves(endpoint: Endpoint) -> dict[bytes, ClientProfile]:
+    """Each distinct leaf the server presents (DER), with the first client profile that receives it."""
+    out: dict[bytes, ClientProfile] = {}
+    failures = []
+    for profile in CLIENT_PROFILES:
+        try:
+            der = _handshake(endpoint, client_context(profile, None))
+        except ssl.SSLError as exc:  # the server does not speak this profile (e.g. no RSA certificate)
+            failures.append(f"{profile.name}: {exc}")
+            continue
+        except OSError as exc:
+            raise StackcheckError(f"no TCP connection to {endpoint.subject}: {exc}", "check the target") from exc
+        out.setdefault(der, profile)
+    if not out:
+        raise StackcheckError(
+            f"no TLS handshake with {endpoint.subject}: {'; '.join(failures)}", "check that the target serves TLS"
+        )
+    return out
+
+
+def client_verdict(endpoint: Endpoint, profile: ClientProfile, ca_file: Path) -> str | None:
+    """None if an OpenSSL client of ``profile`` trusting ``ca_file`` accepts the server for its host, else why not."""
+    try:
+        _handshake(endpoint, client_context(profile, ca_file))
+    except ssl.SSLCertVerificationError as exc:
+        return f"{exc.verify_message} (X509 error {exc.verify_code})"
+    except (ssl.SSLError, OSError) as exc:  # the same handshake without verification just worked
+        raise StackcheckError(
+            f"TLS handshake with {endpoint.subject} ({profile.name}) failed beyond verification: {exc}",
+            "rerun; if it persists, try `curl -v` against the endpoint",
+        ) from exc
+    return None
 
 
 def run_scan(endpoint: Endpoint, commands: frozenset[ScanCommand]) -> ServerScanResult:
@@ -220,7 +322,7 @@ def run_scan(endpoint: Endpoint, commands: frozenset[ScanCommand]) -> ServerScan
         network_timeout=NETWORK_TIMEOUT_S,
         network_max_retries=NETWORK_RETRIES,
     )
-    # No custom_ca_file: the chains sslyze receives are validated by verify_chain (see there why).
+    # No custom_ca_file: tls-certificate verifies as OpenSSL clients do, tls-certificate-strict with verify_chain.
     request = ServerScanRequest(server_location=location, network_configuration=config, scan_commands=set(commands))
     scanner = Scanner(per_server_concurrent_connections_limit=CONCURRENT_CONNECTIONS, concurrent_server_scans_limit=1)
     with warnings.catch_warnings():
@@ -324,19 +426,22 @@ def tls_mozilla_profile(rule: Rule, ctx: CheckContext) -> list[Result]:
         issues: dict[str, str] = {}
     except ServerNotCompliantWithTlsConfiguration as exc:
         issues = dict(exc.issues)
+    label = f"Mozilla {name} (Server Side TLS guidelines {mozilla_guidelines_version()})"
     relevant = {k: v for k, v in issues.items() if k not in MOZILLA_CERTIFICATE_ISSUES}
     ignored = sorted(k for k in issues if k in MOZILLA_CERTIFICATE_ISSUES)
-    note = f" (certificate findings left to tls-certificate/tls-expiry: {_join(ignored)})" if ignored else ""
+    note = (
+        f" (certificate findings left to the tls-certificate rules and tls-expiry: {_join(ignored)})" if ignored else ""
+    )
     if relevant:
         found = "; ".join(f"{k}: {v}" for k, v in sorted(relevant.items()))
-        return [Result(rule, Outcome.FAIL, endpoint.subject, f"not Mozilla {name}: {found}{note}")]
+        return [Result(rule, Outcome.FAIL, endpoint.subject, f"not {label}: {found}{note}")]
     versions = _join(p for p, on in supported_protocols(scan).items() if on)
     return [
         Result(
             rule,
             Outcome.PASS,
             endpoint.subject,
-            f"protocols ({versions}), cipher suites, curves and TLS features match Mozilla {name}{note}",
+            f"protocols ({versions}), cipher suites, curves and TLS features match {label}{note}",
         )
     ]
 
@@ -406,19 +511,37 @@ def describe_leaf(leaf: x509.Certificate) -> str:
 @check("tls-certificate")
 def tls_certificate(rule: Rule, ctx: CheckContext) -> list[Result]:
     endpoint = https_endpoint(ctx)
+    ca_file, trust = trust_anchor(endpoint)
+    out = []
+    # One result per certificate the server presents (e.g. an ECDSA and an RSA one).
+    for der, profile in served_leaves(endpoint).items():
+        what = describe_leaf(x509.load_der_x509_certificate(der))
+        problem = client_verdict(endpoint, profile, ca_file)
+        client = f"an OpenSSL client ({ssl.OPENSSL_VERSION}, {profile.name}, hostname check)"
+        if problem:
+            evidence = f"{what}: not valid for {endpoint.host} against {trust}: {client} rejects it: {problem}"
+            out.append(Result(rule, Outcome.FAIL, endpoint.subject, evidence))
+        else:
+            evidence = f"{what}: valid for {endpoint.host} against {trust}: {client} accepts it"
+            out.append(Result(rule, Outcome.PASS, endpoint.subject, evidence))
+    return out
+
+
+@check("tls-certificate-strict")
+def tls_certificate_strict(rule: Rule, ctx: CheckContext) -> list[Result]:
+    endpoint = https_endpoint(ctx)
     info = _certificate_info(ctx, endpoint)
     ca_file, trust = trust_anchor(endpoint)
     out = []
-    # One result per certificate the server deploys (e.g. an ECDSA and an RSA one).
     for deployment in info.certificate_deployments:
         chain = deployment.received_certificate_chain
-        what = describe_leaf(chain[0])
+        what = f"{describe_leaf(chain[0])} (chain of {len(chain)} served)"
         depth, problem = verify_chain(chain, ca_file, endpoint.host)
         if problem:
-            evidence = f"{what}: not valid for {endpoint.host} against {trust}: {problem}"
+            evidence = f"{what}: cryptography's Web PKI verifier rejects it against {trust}: {name_oids(problem)}"
             out.append(Result(rule, Outcome.FAIL, endpoint.subject, evidence))
         else:
-            evidence = f"{what}: valid for {endpoint.host} against {trust} (verified chain of {depth})"
+            evidence = f"{what}: cryptography's Web PKI verifier accepts it against {trust} (verified chain of {depth})"
             out.append(Result(rule, Outcome.PASS, endpoint.subject, evidence))
     return out
 

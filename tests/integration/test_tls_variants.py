@@ -12,6 +12,7 @@ and an anonymous suite instead: both are in the policy's forbidden list.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +20,15 @@ from pathlib import Path
 import docker
 import pytest
 import trustme
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from stackcheck.compliance import runner, tls  # noqa: F401  (tls registers the checks)
-from stackcheck.compliance.model import Area, Outcome, Policy, Result
+from stackcheck.compliance.model import Area, Outcome, ParamValue, Policy, Result
 from stackcheck.compliance.runner import CheckContext
 from stackcheck.stack import RUN_LABEL, Stack
 from stackcheck.stackfile import parse
 from stackcheck.target import HttpTarget
+from stackcheck.tls import LEAF_LIFETIME, ca_extensions, common_name, key_pem, leaf_extensions, pem, sign
 
 pytestmark = pytest.mark.docker
 
@@ -35,6 +38,7 @@ TLS_RULES = (
     "tls-weak-ciphers",
     "tls-forward-secrecy",
     "tls-certificate",
+    "tls-certificate-strict",
     "tls-expiry",
     "tls-alpn-h2",
     "tls-http-redirect",
@@ -115,7 +119,7 @@ class Variant:
     def evidence(self, rule: str) -> str:
         return " | ".join(r.line() for r in self.results[rule])
 
-    def evaluate(self, rule: str, target: HttpTarget | None = None, **params: object) -> list[Result]:
+    def evaluate(self, rule: str, target: HttpTarget | None = None, **params: ParamValue) -> list[Result]:
         """One rule in a fresh context: another target, or changed parameters."""
         base = self.policy.rules[rule]
         changed = dataclasses.replace(base, params={**base.params, **params}) if params else base
@@ -168,6 +172,9 @@ class TestGood:
         assert "answered 301 Location: https://" in variant.evidence("tls-http-redirect")
         assert "no service of stack tls-good runs an image in ['postgres']" in variant.evidence("tls-postgres")
         assert "valid for localhost against CA file" in variant.evidence("tls-certificate")
+        assert "an OpenSSL client (OpenSSL 3." in variant.evidence("tls-certificate")
+        assert "cryptography's Web PKI verifier accepts it" in variant.evidence("tls-certificate-strict")
+        assert "match Mozilla intermediate (Server Side TLS guidelines 5.7)" in variant.evidence("tls-mozilla-profile")
 
     def test_certificate_fails_against_another_ca(self, variant: Variant, tmp_path: Path) -> None:
         other = tmp_path / "other-ca.pem"
@@ -185,7 +192,7 @@ class TestGood:
         )
         [result] = variant.evaluate("tls-certificate", target)
         assert result.outcome is FAIL, result.line()
-        assert "no matching subjectAltName" in result.evidence
+        assert "Hostname mismatch, certificate is not valid for 'stackcheck-wrong-name.invalid'" in result.evidence
 
     def test_expiry_fails_when_the_certificate_ends_too_soon(self, variant: Variant) -> None:
         # Run certificates live 90 days (stackcheck.tls.LEAF_LIFETIME): a 120-day horizon is too far.
@@ -229,10 +236,17 @@ class TestWeakCiphers:
 
 @pytest.fixture(scope="module")
 def rsa_material() -> dict[str, bytes]:
-    """An RSA certificate for localhost (RSA key exchange needs one; the run CA issues ECDSA) and its CA."""
-    ca = trustme.CA(organization_name="stackcheck test RSA CA")
-    leaf = ca.issue_cert("localhost", "127.0.0.1", key_type=trustme.KeyType.RSA)
-    return {"ca": ca.cert_pem.bytes(), "cert": leaf.cert_chain_pems[0].bytes(), "key": leaf.private_key_pem.bytes()}
+    """An RSA certificate for localhost (RSA key exchange needs one; the run CA issues ECDSA) and its CA.
+
+    Made like the run CA's (Web PKI clean), so only the forward-secrecy rules see a difference.
+    """
+    hostnames = ("localhost", "127.0.0.1")
+    ca_key, leaf_key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    ca_name, until = common_name("stackcheck test RSA CA"), datetime.datetime.now(datetime.UTC) + LEAF_LIFETIME
+    ca = sign(ca_name, ca_key.public_key(), ca_name, ca_key, ca_extensions(ca_key.public_key()), until)
+    extensions = leaf_extensions(hostnames, leaf_key.public_key(), ca_key.public_key())
+    leaf = sign(common_name("localhost"), leaf_key.public_key(), ca_name, ca_key, extensions, until)
+    return {"ca": pem(ca), "cert": pem(leaf), "key": key_pem(leaf_key)}
 
 
 class TestNoForwardSecrecy:
@@ -262,8 +276,9 @@ class TestNoForwardSecrecy:
         assert "accepts without forward secrecy: TLS_RSA_WITH_AES_128_GCM_SHA256 (TLSv1.2)" in evidence
         assert "ECDHE" not in evidence.split("forward secrecy:")[1]
         # sslyze found both certificates, and each was checked.
-        kinds = sorted(r.evidence.split(" leaf ")[0] for r in variant.results["tls-certificate"])
-        assert kinds == ["ECDSA", "RSA"], variant.evidence("tls-certificate")
+        for rule in ("tls-certificate", "tls-certificate-strict"):
+            kinds = sorted(r.evidence.split(" leaf ")[0] for r in variant.results[rule])
+            assert kinds == ["ECDSA", "RSA"], variant.evidence(rule)
 
 
 class TestNoRedirect:

@@ -1,4 +1,4 @@
-"""The TLS rules' pure helpers: cipher classification, protocol verdicts, expiry, chain validation."""
+"""The TLS rules' pure helpers: cipher classification, protocol verdicts, expiry, strict chain validation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,17 @@ import trustme
 from cryptography import x509
 
 from stackcheck.compliance.model import Policy
-from stackcheck.compliance.tls import days_left, has_forward_secrecy, protocol_verdict, verify_chain, weak_reason
+from stackcheck.compliance.tls import (
+    days_left,
+    has_forward_secrecy,
+    mozilla_guidelines_version,
+    name_oids,
+    protocol_verdict,
+    verify_chain,
+    weak_reason,
+)
 from stackcheck.errors import PolicyError
+from stackcheck.tls import LEAF_LIFETIME, RunCA
 
 FORBIDDEN = Policy.load().rules["tls-weak-ciphers"].param("forbidden")
 
@@ -94,19 +103,14 @@ def test_protocol_verdict_rejects_unknown_names() -> None:
 
 
 @pytest.fixture(scope="module")
-def run_ca() -> trustme.CA:
-    return trustme.CA(organization_name="stackcheck run CA")
+def run_ca() -> RunCA:
+    return RunCA.issue(("localhost", "127.0.0.1"))
 
 
-def _chain(ca: trustme.CA, *names: str, **kwargs: object) -> list[x509.Certificate]:
-    leaf = ca.issue_cert(*names, **kwargs)  # type: ignore[arg-type]
-    return [x509.load_pem_x509_certificate(pem.bytes()) for pem in leaf.cert_chain_pems]
-
-
-def test_a_run_certificate_verifies_for_its_names(run_ca: trustme.CA, tmp_path: Path) -> None:
+def test_a_run_certificate_passes_the_strict_verifier_for_its_names(run_ca: RunCA, tmp_path: Path) -> None:
     ca_file = tmp_path / "ca.pem"
-    ca_file.write_bytes(run_ca.cert_pem.bytes())
-    chain = _chain(run_ca, "localhost", "127.0.0.1")
+    ca_file.write_bytes(run_ca.ca_pem)
+    chain = [x509.load_pem_x509_certificate(run_ca.cert_pem)]
     assert verify_chain(chain, ca_file, "localhost") == (2, None)
     assert verify_chain(chain, ca_file, "127.0.0.1") == (2, None)
     depth, problem = verify_chain(chain, ca_file, "elsewhere.example")
@@ -115,12 +119,40 @@ def test_a_run_certificate_verifies_for_its_names(run_ca: trustme.CA, tmp_path: 
     assert "no matching subjectAltName" in problem
 
 
-def test_a_certificate_of_another_ca_or_out_of_date_fails(run_ca: trustme.CA, tmp_path: Path) -> None:
+def test_the_strict_verifier_is_not_relaxed(tmp_path: Path) -> None:
+    """trustme marks subjectAltName critical beside a non-empty subject: OpenSSL accepts it, CA/B Forum does not."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    chain = [x509.load_pem_x509_certificate(ca.issue_cert("localhost").cert_chain_pems[0].bytes())]
+    problem = verify_chain(chain, ca_file, "localhost")[1]
+    assert problem is not None
+    assert "EE subjectAltName MUST NOT be critical when subject is nonempty" in problem
+
+
+def test_a_certificate_of_another_ca_or_out_of_date_fails(run_ca: RunCA, tmp_path: Path) -> None:
     other = tmp_path / "other.pem"
-    other.write_bytes(trustme.CA().cert_pem.bytes())
-    chain = _chain(run_ca, "localhost")
+    other.write_bytes(RunCA.issue(("localhost",)).ca_pem)
+    chain = [x509.load_pem_x509_certificate(run_ca.cert_pem)]
     assert verify_chain(chain, other, "localhost")[1] is not None
     ca_file = tmp_path / "ca.pem"
-    ca_file.write_bytes(run_ca.cert_pem.bytes())
-    expired = _chain(run_ca, "localhost", not_after=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
-    assert "not valid at validation time" in str(verify_chain(expired, ca_file, "localhost")[1])
+    ca_file.write_bytes(run_ca.ca_pem)
+    after_expiry = datetime.datetime.now(datetime.UTC) + LEAF_LIFETIME + datetime.timedelta(days=1)
+    assert "not valid at validation time" in str(verify_chain(chain, ca_file, "localhost", after_expiry)[1])
+
+
+def test_name_oids_keeps_the_reason_and_names_the_extensions() -> None:
+    reason = "invalid extension: 2.5.29.15: Certificate is missing required extension"
+    assert name_oids(reason) == f"{reason} [2.5.29.15 = key usage]"
+    assert name_oids("cert is not valid at validation time") == "cert is not valid at validation time"
+    assert name_oids("2.5.29.19 then 2.5.29.35") == (
+        "2.5.29.19 then 2.5.29.35 [2.5.29.19 = basic constraints; 2.5.29.35 = authority key identifier]"
+    )
+
+
+def test_the_policy_names_the_mozilla_guidelines_version_sslyze_checks() -> None:
+    """If sslyze ships another version of Mozilla's guidelines, the policy text must follow."""
+    version = mozilla_guidelines_version()
+    assert version == "5.7"
+    description = Policy.load().rules["tls-mozilla-profile"].description
+    assert f"Server Side TLS guidelines version {version}" in description

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from stackcheck import engine, images
+from stackcheck import engine, images, interrupt
 from stackcheck.compliance import runner as compliance_runner
 from stackcheck.compliance.model import Area, Outcome, Policy, Severity
 from stackcheck.compliance.runner import CheckContext
@@ -55,8 +55,21 @@ def cmd_images_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _booted(path: str) -> Iterator[Stack]:
+    """A stack for one command, removed at the end (also on SIGTERM); says which run it is."""
+    stack = Stack.from_file(path, progress=_say)
+    _say(f"booting {stack.spec.name} (run {stack.run_id})")
+    with stack:
+        _say(f"up in {stack.boot_seconds:.1f}s")
+        yield stack
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    stack = Stack.from_file(args.stack, reap=False, progress=_say).start()
+    stack = Stack.from_file(args.stack, reap=False, progress=_say)
+    # Kept after this process exits; a SIGTERM while it boots still removes it (Stack.start).
+    _say(f"booting {stack.spec.name} (run {stack.run_id})")
+    stack.start()
     _say(f"up in {stack.boot_seconds:.1f}s\n{stack.describe()}\nremove with: stackcheck down {stack.run_id}")
     return 0
 
@@ -87,15 +100,20 @@ def cmd_check_compliance(args: argparse.Namespace) -> int:
             CheckContext(HttpTarget.external(args.target, args.target_ca), None, policy), areas
         )
     else:
-        with Stack.from_file(args.stack, progress=_say) as stack:
+        with _booted(args.stack) as stack:
             results = compliance_runner.run(CheckContext(stack.target(), stack, policy), areas)
     print(compliance_runner.table(results))
-    breaches = policy.breaches(results, fail_on)
+    breaches, warnings = policy.breaches(results, fail_on), policy.warnings(results, fail_on)
     counts = {o: sum(r.outcome is o for r in results) for o in Outcome}
-    summary = ", ".join(f"{n} {o.value}" for o, n in counts.items() if n)
-    _say(f"\n{len(results)} results: {summary}; {len(breaches)} at or above {fail_on.value}")
-    for breach in breaches:
-        _say(f"BREACH {breach.rule.id} ({breach.rule.severity.value}) {breach.subject}: {breach.evidence}")
+    summary = ", ".join(f"{n} {o.value.replace('_', ' ')}" for o, n in counts.items() if n)
+    _say(
+        f"\n{len(results)} results: {summary}; {len(breaches)} at or above {fail_on.value}, "
+        f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''} below it"
+    )
+    for label, found in (("BREACH", breaches), ("WARNING", warnings)):
+        for r in found:
+            word = " NOT EVALUATED" if r.outcome is Outcome.NOT_EVALUATED else ""
+            _say(f"{label}{word} {r.rule.id} ({r.rule.severity.value}) {r.subject}: {r.evidence}")
     return 1 if breaches else 0
 
 
@@ -122,14 +140,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
     pytest_args = [
         sys.executable, "-m", "pytest", *(GATE_AREAS[a][0] for a in areas), "-m", markers,
         "--stack", str(Path(args.stack).resolve()), "--report-dir", str(run_dir),
-        "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider", "-q", "-rfE",
+        "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider", "-p", "stackcheck.interrupt", "-q", "-rfE",
     ]  # fmt: skip
     if args.policy:
         pytest_args += ["--policy", str(Path(args.policy).resolve())]
     if args.fail_on:
         pytest_args += ["--fail-on", args.fail_on]
     started = time.monotonic()
-    code = subprocess.run(pytest_args, cwd=images.REPO_ROOT, check=False).returncode
+    code = interrupt.run_child(pytest_args, images.REPO_ROOT)
     phase("suites", started)
     data = load_results(run_dir / "results.json")
     _say(f"\nstackcheck gate ({args.profile}) on {args.stack}: {data['verdict'].upper()}\n{results_table(data)}")
@@ -159,10 +177,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
     run_dir = (images.REPO_ROOT / "reports" / f"{new_run_id()}-drill-{args.scenario}").resolve()
     pytest_args = [
         sys.executable, "-m", "pytest", SCENARIO_TESTS[args.scenario], "--stack", str(Path(args.stack).resolve()),
-        "--report-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider", "-q", "-rfE",
+        "--report-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider",
+        "-p", "stackcheck.interrupt", "-q", "-rfE",
     ]  # fmt: skip
     _say(f"drill {args.scenario}: {' '.join(pytest_args[1:])}")
-    code = subprocess.run(pytest_args, cwd=images.REPO_ROOT, check=False).returncode
+    code = interrupt.run_child(pytest_args, images.REPO_ROOT)
     html, markdown, met = render_drill(run_dir, args.scenario, args.operator)
     _say(f"\ndrill {args.scenario}: {'objectives met' if met else 'OBJECTIVE BREACHED'}")
     _say(f"record: {html}\n        {markdown}")
@@ -196,7 +215,7 @@ def cmd_load_run(args: argparse.Namespace) -> int:
         run = LoadRun(HttpTarget.external(args.target, args.target_ca), profile, token=args.token, **options)
         report = run.run()
     else:
-        with Stack.from_file(args.stack, progress=_say) as stack:
+        with _booted(args.stack) as stack:
             run = LoadRun.for_stack(stack, profile, **options)
             report = run.run()
     total = report.total
@@ -330,14 +349,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    interrupt.raise_on_termination()
     try:
         return int(args.func(args))
     except StackcheckError as exc:
         print(f"stackcheck: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("stackcheck: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: every stack has been removed on the way here
+        print(f"stackcheck: interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+        return interrupt.exit_code(exc)
 
 
 if __name__ == "__main__":

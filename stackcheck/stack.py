@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -65,9 +66,10 @@ class ServiceContainer(DockerContainer):
     between create and start.
     """
 
-    def __init__(self, image: str, attachments: list[tuple[str, list[str]]]) -> None:
+    def __init__(self, image: str, attachments: list[tuple[str, list[str]]], cancelled: threading.Event) -> None:
         super().__init__(image)
         self.attachments = attachments
+        self.cancelled = cancelled  # the stack is being torn down: create nothing more
 
     def start(self) -> ServiceContainer:
         if not tc_config.ryuk_disabled:
@@ -75,6 +77,8 @@ class ServiceContainer(DockerContainer):
         client = self.get_docker_client()
         self._configure()
         (first, first_aliases), *others = self.attachments
+        if self.cancelled.is_set():
+            raise StackError("the stack is being removed", "nothing to do: it was interrupted while booting")
         self._container = client.create(
             self.image,
             command=self._command,
@@ -87,6 +91,9 @@ class ServiceContainer(DockerContainer):
             networking_config={first: EndpointConfig(client.client.api.api_version, aliases=first_aliases)},
             **self._kwargs,
         )
+        if self.cancelled.is_set():  # the teardown may have listed the run's containers before this one existed
+            self._container.remove(force=True, v=True)
+            raise StackError("the stack is being removed", "nothing to do: it was interrupted while booting")
         for network, aliases in others:
             client.client.networks.get(network).connect(self._container, aliases=aliases)
         client.start(self._container)
@@ -164,6 +171,7 @@ class Stack:
         self._networks: list[docker.models.networks.Network] = []
         self._toxiproxy: ToxiproxyClient | None = None
         self._client: docker.DockerClient | None = None
+        self._cancelled = threading.Event()
         self.boot_seconds: float | None = None
 
     @classmethod
@@ -193,14 +201,14 @@ class Stack:
             self._create_networks()
             for wave in self._waves():
                 self.progress(f"starting {', '.join(wave)}")
-                with ThreadPoolExecutor(max_workers=len(wave)) as pool:
-                    list(pool.map(lambda name: self._start_service(self.spec.services[name], tags[name]), wave))
+                self._start_wave(wave, tags)
                 if self.spec.proxy in wave:
                     self._create_links()
             if self.spec.entrypoint_url is not None:
                 self._wait_for_entrypoint()
         except BaseException as exc:
-            diagnostics = self._diagnostics()
+            # Interrupted (SIGTERM, Ctrl-C): remove everything now, no logs to collect first.
+            diagnostics = self._diagnostics() if isinstance(exc, Exception) else ""
             self.stop()
             if isinstance(exc, StackcheckError) or not isinstance(exc, Exception):
                 raise
@@ -213,18 +221,32 @@ class Stack:
 
     def stop(self) -> None:
         """Remove every container, network and file of this run; safe to call twice."""
-        for handle in list(self._handles.values()):
-            with contextlib.suppress(Exception):
-                handle.docker.remove(force=True, v=True)
+        self._cancelled.set()
         self._handles.clear()
-        for network in self._networks:
-            with contextlib.suppress(Exception):
-                network.remove()
         self._networks.clear()
         if self._toxiproxy is not None:
             self._toxiproxy.close()
             self._toxiproxy = None
+        if self._client is not None:
+            # By label, not by handle: a container whose create was in flight has no handle yet.
+            remove_runs(self._client, self.run_id)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _start_wave(self, wave: list[str], tags: dict[str, str]) -> None:
+        pool = ThreadPoolExecutor(max_workers=len(wave))
+        futures = [pool.submit(self._start_service, self.spec.services[name], tags[name]) for name in wave]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Interrupted: do not wait out the others' readiness. Removing their containers makes
+                # their wait strategies fail at once; a create still in flight sees _cancelled.
+                self._cancelled.set()
+                remove_runs(self._client, self.run_id, networks=False)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _waves(self) -> list[list[str]]:
         # A link's client must start after the proxy it talks through.
@@ -324,7 +346,7 @@ class Stack:
                 (self.network_name(net), [instance, *([svc.name] if svc.replicas > 1 else []), *aliases])
                 for net, aliases in svc.networks.items()
             ]
-            container = ServiceContainer(tag, attachments).with_name(f"{self.run_id}-{instance}")
+            container = ServiceContainer(tag, attachments, self._cancelled).with_name(f"{self.run_id}-{instance}")
             for key, value in env.items():
                 container.with_env(key, value)
             for host, target in mounts:
@@ -492,19 +514,31 @@ class Stack:
         return "\n".join(lines)
 
 
-def remove_runs(client: docker.DockerClient, run_id: str | None = None) -> tuple[int, int]:
+def remove_runs(client: docker.DockerClient, run_id: str | None = None, networks: bool = True) -> tuple[int, int]:
     """Remove containers and networks of one run (or every stackcheck run): returns the counts."""
     label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
     containers = client.containers.list(all=True, filters={"label": label})
-    for container in containers:
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True, v=True)
-    networks = client.networks.list(filters={"label": label})
-    for network in networks:
+    # In parallel: a stopping stack must be gone within seconds, and each removal waits for a kill.
+    with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
+        list(pool.map(_remove_container, containers))
+    if not networks:
+        return len(containers), 0
+    found = client.networks.list(filters={"label": label})
+    for network in found:
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
     if run_id:
         shutil.rmtree(RUNS_DIR / run_id, ignore_errors=True)
     else:
         shutil.rmtree(RUNS_DIR, ignore_errors=True)
-    return len(containers), len(networks)
+    return len(containers), len(found)
+
+
+def _remove_container(container: docker.models.containers.Container) -> None:
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: another teardown is already removing it
+            raise

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +87,16 @@ def test_drill_command_runs_the_scenario_and_exits_on_breach(
     calls: list[list[str]] = []
     chaos = breached("failing", "redis-kill") + sample("clean")["chaos"]
 
-    def fake_pytest(args: list[str], cwd: Path, check: bool) -> subprocess.CompletedProcess[str]:
+    def fake_pytest(args: list[str], cwd: Path) -> int:
         calls.append(args)
         run_dir = Path(args[args.index("--report-dir") + 1])
         run_dir.mkdir(parents=True)
         data = {**sample("clean"), "run_id": run_dir.name, "chaos": chaos}
         (run_dir / "results.json").write_text(json.dumps(data))
-        return subprocess.CompletedProcess(args, code)
+        return code
 
     monkeypatch.setattr(images, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(cli.subprocess, "run", fake_pytest)
+    monkeypatch.setattr(cli.interrupt, "run_child", fake_pytest)
     assert cli.main(["drill", scenario, "--operator", "bob"]) == code
     (args,) = calls
     assert args[1:4] == ["-m", "pytest", SCENARIO_TESTS[scenario]]

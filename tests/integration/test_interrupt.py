@@ -62,7 +62,10 @@ def watch(docker_client: docker.DockerClient) -> Iterator[RunWatch]:
 def sigterm(command: Command, client: docker.DockerClient, run_id: str, watch: RunWatch) -> tuple[Leftovers, int]:
     """SIGTERM to the command's process alone; what is left of the run 5 s later, and its exit code."""
     command.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
     left = wait_gone(client, run_id, watch.volumes.get(run_id, set()), CLEAN_WITHIN_S)
+    state = f"left {left}" if left else "nothing left"
+    print(f"run {run_id}: {state} {time.monotonic() - signalled:.1f}s after SIGTERM")
     try:
         code = command.proc.wait(timeout=60)
     finally:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
+import statistics
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,7 +30,7 @@ from stackcheck.load import (
     validate,
 )
 from stackcheck.load import objectives as obj
-from stackcheck.load.regression import compare, mann_whitney
+from stackcheck.load.regression import T_995, compare, mann_whitney
 from stackcheck.load.stats import IntervalSeries, decode_histogram, summarize
 from stackcheck.stackfile import LoadObjective
 
@@ -167,11 +170,64 @@ def test_a_noisy_baseline_raises_the_bar() -> None:
     candidate = [26.0 + rng.gauss(0, 1) for _ in range(10)]  # +30 %
     assert compare(candidate, quiet).verdict is Verdict.REGRESSED
     result = compare(candidate, noisy)
-    assert result.verdict is Verdict.UNCHANGED
+    assert result.verdict is Verdict.INCONCLUSIVE  # a +30 % change hides in noise that wide
     assert result.threshold >= 0.4
     assert (
         compare([20.5] * 8, [[20.0] * 8] * 3, RegressionPolicy(min_effect=0.01)).verdict is Verdict.UNCHANGED
     )  # < 2 ms
+
+
+def _levels(levels: tuple[float, ...], center: float = 20.0, n: int = 8) -> list[list[float]]:
+    """Baseline runs whose medians sit at ``levels`` x center, with a little noise inside each run."""
+    rng = random.Random(5)
+    return [[center * level * (1 + rng.gauss(0, 0.02)) for _ in range(n)] for level in levels]
+
+
+def test_the_band_is_a_prediction_interval_from_the_baselines_run_to_run_noise() -> None:
+    for spread in (0.0, 0.05, 0.1):
+        levels = (1 - spread, 1 - spread / 2, 1.0, 1 + spread / 2, 1 + spread)
+        result = compare([20.0] * 8, _levels(levels))
+        assert result.noise == pytest.approx(statistics.stdev(levels), abs=0.01)
+        assert result.threshold == pytest.approx(max(0.15, T_995[3] * result.noise * math.sqrt(1 + 1 / 5)))
+        assert result.verdict is Verdict.UNCHANGED, result.line()
+    # Fewer runs say less about the spread: the same spread over 3 runs makes a wider band.
+    assert (
+        compare([20.0] * 8, _levels((0.95, 1.0, 1.05))).threshold
+        > 2 * compare([20.0] * 8, _levels((0.95, 0.975, 1.0, 1.025, 1.05))).threshold
+    )
+
+
+def test_a_baseline_too_noisy_to_judge_gives_inconclusive_with_its_reason() -> None:
+    noisy = _levels((0.7, 0.85, 1.0, 1.15, 1.3))  # 24 % sd run to run: a band of about 120 %
+    result = compare([21.0 + 0.1 * i for i in range(8)], noisy)
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert result.threshold > RegressionPolicy().max_band
+    assert "vary by 24% (sd)" in result.reason
+    assert "not judged" in result.reason
+    assert result.reason in result.line()
+    assert result.to_dict()["reason"] == result.reason
+    # Well beyond even the wide band (+50 ms on 20 ms), a slowdown is still called.
+    assert compare([70.0 + 0.1 * i for i in range(8)], noisy).verdict is Verdict.REGRESSED
+    # The same candidate on a steadier baseline is judged.
+    steady = _levels((0.96, 0.98, 1.0, 1.02, 1.04))
+    assert compare([21.0 + 0.1 * i for i in range(8)], steady).verdict is Verdict.UNCHANGED
+    assert compare([20.0] * 8, noisy, RegressionPolicy(max_band=2.0)).verdict is Verdict.UNCHANGED
+
+
+def test_busy_machine_noise_gives_almost_no_false_regression() -> None:
+    """Runs on a machine whose run level moves by 15 % (sd) from run to run: about 1 % of unchanged
+    runs regressed (the old 2 x max-deviation band: 1.7 %, and 6 % with 3 baseline runs), and a
+    run slowed by +50 ms (40 -> 90 ms) is regressed or inconclusive, hardly ever unchanged."""
+    rng = random.Random(13)
+    unchanged: Counter[Verdict] = Counter()
+    slowed: Counter[Verdict] = Counter()
+    for _ in range(500):
+        baseline = _noisy_runs(rng, 40.0, 5, run_sd=0.15)
+        unchanged[compare(_noisy_runs(rng, 40.0, 1, run_sd=0.15)[0], baseline).verdict] += 1
+        slowed[compare(_noisy_runs(rng, 90.0, 1, run_sd=0.15)[0], baseline).verdict] += 1
+    assert unchanged[Verdict.REGRESSED] <= 7, unchanged  # 1.4 %
+    assert slowed[Verdict.REGRESSED] >= 400, slowed
+    assert slowed[Verdict.UNCHANGED] + slowed[Verdict.IMPROVED] <= 3, slowed
 
 
 def _record(run_id: str, created: str, p95s: list[float], accepted: bool = True, epoch: int = 0) -> RunRecord:

@@ -215,6 +215,10 @@ class LoadRun:
                     True,
                 )
             return self._watch(master, procs, samples_file)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (stackcheck.interrupt): stop Locust now, not in 45 s
+            for proc in procs:
+                self._end(proc, wait_first=False)
+            raise
         finally:
             for proc in procs:
                 self._end(proc)
@@ -286,9 +290,9 @@ class LoadRun:
         if self.progress is not None:
             self.progress(line, final)
 
-    def _end(self, proc: subprocess.Popen[bytes]) -> None:
+    def _end(self, proc: subprocess.Popen[bytes], wait_first: bool = True) -> None:
         """Wait for a process to exit; SIGTERM, then SIGKILL its process group if it will not."""
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        for sig in (None, signal.SIGTERM, signal.SIGKILL) if wait_first else (signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, sig)

@@ -1,6 +1,8 @@
 """Against a real PostgreSQL (+ optional Redis): set PROMPTCARD_TEST_DATABASE_URL (and
 PROMPTCARD_TEST_REDIS_URL) to throwaway instances, e.g. stackcheck/postgres and stackcheck/redis
-containers published on 127.0.0.1. Skipped otherwise. Tests create their own rows only."""
+containers published on 127.0.0.1 (scripts/test starts both). Skipped otherwise, except with
+STACKCHECK_REQUIRE_LIVE_DB=1 (scripts/test, CI): then a missing database fails the tests, so
+they can never silently not run. Tests create their own rows only."""
 
 from __future__ import annotations
 
@@ -19,11 +21,20 @@ from promptcard_api.main import create_app
 
 DB = os.environ.get("PROMPTCARD_TEST_DATABASE_URL")
 REDIS = os.environ.get("PROMPTCARD_TEST_REDIS_URL")
-pytestmark = pytest.mark.skipif(not DB, reason="PROMPTCARD_TEST_DATABASE_URL not set")
+REQUIRED = os.environ.get("STACKCHECK_REQUIRE_LIVE_DB", "") == "1"
+
+
+def require(variable: str, value: str | None) -> None:
+    if value:
+        return
+    if REQUIRED:
+        pytest.fail(f"{variable} is not set, and STACKCHECK_REQUIRE_LIVE_DB=1 says these tests must run", pytrace=False)
+    pytest.skip(f"{variable} not set")
 
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
+    require("PROMPTCARD_TEST_DATABASE_URL", DB)
     env = {"DATABASE_URL": DB or "", "CACHE_TTL_S": "30"}
     if REDIS:
         env["REDIS_URL"] = REDIS
@@ -75,8 +86,8 @@ def test_crud_roundtrip(client: TestClient) -> None:
     assert client.put(f"/api/prompt-cards/{cid}", json={"title": "x"}).status_code == 404
 
 
-@pytest.mark.skipif(not REDIS, reason="PROMPTCARD_TEST_REDIS_URL not set")
 def test_cache_hit_and_invalidation(client: TestClient) -> None:
+    require("PROMPTCARD_TEST_REDIS_URL", REDIS)
     cid = _card(client)["id"]
     assert client.get(f"/api/prompt-cards/{cid}").headers["x-cache"] == "MISS"
     assert client.get(f"/api/prompt-cards/{cid}").headers["x-cache"] == "HIT"

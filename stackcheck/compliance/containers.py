@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, check
+from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
 from stackcheck.stack import ServiceHandle
 
 LOOPBACK = {"127.0.0.1", "::1"}
@@ -14,13 +14,22 @@ SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 
 
 def _per_container(
-    rule: Rule, ctx: CheckContext, verdict: Callable[[ServiceHandle, dict[str, Any]], tuple[str | None, str]]
+    rule: Rule,
+    ctx: CheckContext,
+    verdict: Callable[[ServiceHandle, dict[str, Any]], tuple[str | None, str]],
+    services: list[str] | None = None,
 ) -> list[Result]:
-    """Apply ``verdict(handle, inspect) -> (problem or None, evidence)`` to every non-exempt container."""
+    """Apply ``verdict(handle, inspect) -> (problem or None, evidence)`` to every non-exempt
+    container (of ``services`` only, when given); NotEvaluated when there is none to judge."""
     stack = ctx.require_stack(rule)
     exempt = set(rule.param("exempt")) if "exempt" in rule.params else set()
+    handles = [h for h in stack.handles() if services is None or h.service.name in services]
+    if not handles:
+        raise NotEvaluated(
+            "the stack has no container" if services is None else f"no container runs a service in {services}"
+        )
     out = []
-    for handle in stack.handles():
+    for handle in handles:
         if handle.service.name in exempt:
             out.append(Result(rule, Outcome.EXEMPT, handle.name, "exempt by policy"))
             continue
@@ -100,15 +109,12 @@ def no_docker_socket(rule: Rule, ctx: CheckContext) -> list[Result]:
 
 @check("containers-read-only-rootfs")
 def read_only_rootfs(rule: Rule, ctx: CheckContext) -> list[Result]:
-    wanted = set(rule.param("services"))
-
-    def verdict(handle: ServiceHandle, attrs: dict[str, Any]) -> tuple[str | None, str]:
+    def verdict(_: ServiceHandle, attrs: dict[str, Any]) -> tuple[str | None, str]:
         read_only = bool(attrs["HostConfig"].get("ReadonlyRootfs"))
-        if handle.service.name not in wanted:
-            return None, f"not required (read-only: {read_only})"
         return (None if read_only else "root filesystem is writable"), "root filesystem is read-only"
 
-    return _per_container(rule, ctx, verdict)
+    # Only the listed services are subjects: a container the rule does not require is no pass.
+    return _per_container(rule, ctx, verdict, services=list(rule.param("services")))
 
 
 @check("containers-healthcheck")

@@ -6,26 +6,37 @@ environment as stackcheck's postgres and redis images name them (see Stack.postg
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import redis
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, check
+from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
 from stackcheck.stack import ServiceHandle, Stack
+from stackcheck.stackfile import PLACEHOLDER, StackSpec
+
+REDIS_URL = re.compile(r"rediss?://[^\s\"'<>]+")
 
 
-def _instances(stack: Stack, images: list[str]) -> list[ServiceHandle]:
-    return [h for h in stack.handles() if h.service.image in images]
+def _instances(rule: Rule, ctx: CheckContext) -> tuple[Stack, list[ServiceHandle]]:
+    """The stack and its containers running one of the rule's images; NotEvaluated when none does."""
+    stack = ctx.require_stack(rule)
+    images = rule.param("images")
+    handles = [h for h in stack.handles() if h.service.image in images]
+    if not handles:
+        raise NotEvaluated(f"no service runs an image in {images}")
+    return stack, handles
 
 
 def _each(
     rule: Rule, ctx: CheckContext, verdict: Callable[[Stack, ServiceHandle], tuple[str | None, str]]
 ) -> list[Result]:
-    stack = ctx.require_stack(rule)
+    stack, handles = _instances(rule, ctx)
     out = []
-    for handle in _instances(stack, rule.param("images")):
+    for handle in handles:
         problem, evidence = verdict(stack, handle)
         out.append(Result(rule, Outcome.FAIL if problem else Outcome.PASS, handle.name, problem or evidence))
     return out
@@ -137,20 +148,79 @@ def redis_default_user(rule: Rule, ctx: CheckContext) -> list[Result]:
 DRYRUN_ARGS = {"CONFIG": ["GET", "maxmemory"], "DEBUG": ["SLEEP", "0"], "SHUTDOWN": ["NOSAVE"], "KEYS": ["*"]}
 
 
+def redis_users(spec: StackSpec, service: str) -> dict[str, list[str]]:
+    """The users other services connect to ``service`` as (user -> client services), read from
+    every redis:// URL in their env and mounted files; a URL without a user means ``default``."""
+    target = spec.services[service]
+    names = {service, *target.instances(), *(a for aliases in target.networks.values() for a in aliases)}
+
+    def resolved(text: str) -> str:
+        # A link stands for its upstream (the client reaches it through Toxiproxy); other
+        # placeholders (secrets) are not part of where or as whom the client connects.
+        return PLACEHOLDER.sub(
+            lambda m: spec.links[m.group(2)].upstream if m.group(1) == "link" and m.group(2) in spec.links else "x",
+            text,
+        )
+
+    users: dict[str, list[str]] = {}
+    for client in spec.services.values():
+        if client.name == service:
+            continue
+        texts = [*client.env.values()]
+        for file in client.files:
+            if file.template is not None:
+                texts.append(file.template)
+            elif file.source is not None:
+                texts.append(file.source.read_text(errors="replace"))
+        for url in (u for text in texts for u in REDIS_URL.findall(resolved(text))):
+            parts = urlsplit(url)
+            if parts.hostname in names:
+                clients = users.setdefault(unquote(parts.username or "") or "default", [])
+                if client.name not in clients:
+                    clients.append(client.name)
+    return users
+
+
+# ACL DRYRUN needs a well-formed command line: harmless arguments for commands that take some.
+DRYRUN_ARGS = {"CONFIG": ["GET", "maxmemory"], "DEBUG": ["SLEEP", "0"], "SHUTDOWN": ["NOSAVE"], "KEYS": ["*"]}
+
+
+def _text(answer: Any) -> str:
+    return answer.decode() if isinstance(answer, bytes) else str(answer)
+
+
 @check("redis-dangerous-commands")
 def redis_dangerous_commands(rule: Rule, ctx: CheckContext) -> list[Result]:
     commands = [c.upper() for c in rule.param("commands")]
-
-    def verdict(stack: Stack, handle: ServiceHandle) -> tuple[str | None, str]:
-        allowed = []
+    stack, handles = _instances(rule, ctx)
+    out = []
+    for handle in handles:
+        users = redis_users(stack.spec, handle.service.name)
+        if not users:
+            reason = (
+                f"no service connects to {handle.service.name} (no redis:// URL naming it in an env value "
+                "or mounted file): the application's user is unknown"
+            )
+            out.append(Result(rule, Outcome.NOT_EVALUATED, handle.name, reason))
+            continue
         with _privileged_redis(stack, handle) as client:
-            for command in commands:
-                # ACL DRYRUN answers OK when the user may run it, an explanation when not.
-                answer = client.execute_command("ACL", "DRYRUN", "default", command, *DRYRUN_ARGS.get(command, []))
-                if (answer.decode() if isinstance(answer, bytes) else str(answer)) == "OK":
-                    allowed.append(command)
-        if allowed:
-            return f"the application user may run {', '.join(allowed)}", ""
-        return None, f"the application user is denied {', '.join(commands)}"
-
-    return _each(rule, ctx, verdict)
+            for user, clients in sorted(users.items()):
+                subject = f"{handle.name} user {user} ({', '.join(clients)})"
+                try:
+                    # ACL DRYRUN answers OK when the user may run the command, an explanation when not.
+                    allowed = [
+                        c
+                        for c in commands
+                        if _text(client.execute_command("ACL", "DRYRUN", user, c, *DRYRUN_ARGS.get(c, []))) == "OK"
+                    ]
+                except redis.ResponseError as exc:
+                    if f"User '{user}' not found" not in str(exc):
+                        raise
+                    out.append(
+                        Result(rule, Outcome.FAIL, subject, f"the application user {user!r} does not exist: {exc}")
+                    )
+                    continue
+                problem = f"the application user {user!r} may run {', '.join(allowed)}" if allowed else None
+                evidence = f"the application user {user!r} is denied {', '.join(commands)}"
+                out.append(Result(rule, Outcome.FAIL if problem else Outcome.PASS, subject, problem or evidence))
+    return out

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import httpx
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, check
+from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
 from stackcheck.errors import StackError
 from stackcheck.stack import ServiceHandle, Stack
 
@@ -38,17 +39,25 @@ class Observed:
         return [v for k, v in self.headers if k == name]
 
 
+@dataclass(frozen=True)
+class Missing:
+    """An error response the policy asks for that the target did not produce: nothing to judge."""
+
+    label: str  # e.g. "error 429"
+    reason: str  # what was sent and seen instead
+
+
 def _observe(label: str, response: httpx.Response) -> Observed:
     return Observed(label, response.status_code, tuple((k.lower(), v) for k, v in response.headers.multi_items()))
 
 
-def surface(ctx: CheckContext) -> list[Observed]:
+def surface(ctx: CheckContext) -> list[Observed | Missing]:
     return list(ctx.memo("headers.surface", lambda: _fetch_surface(ctx)))
 
 
-def _fetch_surface(ctx: CheckContext) -> list[Observed]:
+def _fetch_surface(ctx: CheckContext) -> list[Observed | Missing]:
     http = ctx.policy.http
-    seen: list[Observed] = []
+    seen: list[Observed | Missing] = []
     with ctx.target.http(follow_redirects=False) as client:
         for route in http.routes:
             response = client.get(route)
@@ -59,22 +68,32 @@ def _fetch_surface(ctx: CheckContext) -> list[Observed]:
         if 429 in http.error_statuses and http.rate_limited_path:
             seen.append(_provoke_429(client, http.rate_limited_path))
         if 502 in http.error_statuses and ctx.stack is not None:
+            route = http.routes[-1] if http.routes else "/"
             with upstreams_stopped(ctx.stack):
-                response = client.get(http.routes[-1] if http.routes else "/")
-                # Any 5xx from the edge with its upstream gone is an error page worth checking.
+                response = client.get(route)
+            # Any 5xx from the edge with its upstream gone is an error page worth checking; a
+            # success (a route the edge serves itself) is no error page and is not judged as one.
+            if response.is_server_error:
                 seen.append(_observe(f"error 502 (upstream stopped -> {response.status_code})", response))
+            else:
+                reason = f"GET {route} answered {response.status_code} with the upstreams stopped, not 5xx"
+                seen.append(Missing("error 502", reason))
     return seen
 
 
-def _provoke_429(client: httpx.Client, path: str, max_requests: int = 200) -> Observed:
-    response = client.get(path)
+def _provoke_429(client: httpx.Client, path: str, max_requests: int = 200, refill_s: float = 2.5) -> Observed | Missing:
+    """The first 429 of a burst of at most ``max_requests`` to ``path``; Missing when none came,
+    so that no other answer is ever judged as the 429 page."""
+    statuses: Counter[int] = Counter()
     for _ in range(max_requests):
-        if response.status_code == 429:
-            break
         response = client.get(path)
-    observed = _observe(f"error 429 ({path} -> {response.status_code})", response)
-    time.sleep(2.5)  # let the limiter's bucket refill for whatever runs next
-    return observed
+        if response.status_code == 429:
+            observed = _observe(f"error 429 ({path} -> 429)", response)
+            time.sleep(refill_s)  # let the limiter's bucket refill for whatever runs next
+            return observed
+        statuses[response.status_code] += 1
+    seen = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))
+    return Missing("error 429", f"no 429 after {max_requests} requests to {path} (statuses {seen})")
 
 
 @contextlib.contextmanager
@@ -98,17 +117,33 @@ def _await_healthy(stack: Stack, handles: list[ServiceHandle], timeout: float) -
         while time.monotonic() < deadline:
             for handle in handles:
                 handle.docker.reload()
-            states = {h.docker.attrs["State"].get("Health", {}).get("Status", "healthy") for h in handles}
+            healthy = all(
+                h.docker.attrs["State"].get("Health", {}).get("Status", "healthy") == "healthy" for h in handles
+            )
             # nginx marks failed upstreams down for fail_timeout: wait until it routes again.
-            if states == {"healthy"} and client.get(stack.spec.health_path).status_code == 200:
+            if healthy and client.get(stack.spec.health_path).status_code == 200:
                 return
             time.sleep(0.25)
     raise StackError(f"upstreams of the entrypoint did not come back within {timeout:.0f}s", "read their logs")
 
 
+def _not_evaluated(rule: Rule, missing: Missing) -> Result:
+    return Result(rule, Outcome.NOT_EVALUATED, missing.label, missing.reason)
+
+
+def _surface_or_skip(ctx: CheckContext) -> list[Observed | Missing]:
+    seen = surface(ctx)
+    if not seen:
+        raise NotEvaluated("the policy's [http] names no route and no error response to fetch")
+    return seen
+
+
 def _results(rule: Rule, ctx: CheckContext, verdict: Callable[[Observed], str | None]) -> list[Result]:
     out = []
-    for obs in surface(ctx):
+    for obs in _surface_or_skip(ctx):
+        if isinstance(obs, Missing):
+            out.append(_not_evaluated(rule, obs))
+            continue
         problem = verdict(obs)
         out.append(
             Result(rule, Outcome.FAIL if problem else Outcome.PASS, obs.label, problem or _ok_evidence(obs, rule))
@@ -178,24 +213,55 @@ def nosniff(rule: Rule, ctx: CheckContext) -> list[Result]:
 def csp_directives(value: str | None) -> dict[str, str]:
     directives: dict[str, str] = {}
     for part in (value or "").split(";"):
-        name, _, rest = part.strip().partition(" ")
-        if name:
-            directives.setdefault(name.lower(), rest.strip())
+        words = part.split(maxsplit=1)
+        if words:
+            # A repeated directive is ignored by browsers: the first one counts.
+            directives.setdefault(words[0].lower(), words[1].strip() if len(words) > 1 else "")
     return directives
 
 
-def frame_problem(xfo: str | None, csp: str | None) -> str | None:
-    ancestors = csp_directives(csp).get("frame-ancestors")
-    if ancestors is not None and "*" not in ancestors.split():
+def ancestors_problem(sources: str, allowed: Sequence[str]) -> str | None:
+    """What a frame-ancestors source list lets frame the page beyond 'none', 'self' and ``allowed``."""
+    # 'none' counts only alone (browsers ignore it next to other sources); an empty list matches nothing.
+    others = [s for s in sources.split() if s.lower() != "'none'"]
+    permitted = {a.lower().rstrip("/") for a in allowed}
+    loose = [s for s in others if s.lower() != "'self'" and s.lower().rstrip("/") not in permitted]
+    return f"frame-ancestors {sources!r} lets {' '.join(loose)} frame the page" if loose else None
+
+
+def xfo_denies(values: Sequence[str]) -> bool:
+    """X-Frame-Options as the HTML standard parses it (all headers, comma-separated values)."""
+    options = {v.strip().lower() for value in values for v in value.split(",") if v.strip()}
+    if len(options) > 1:  # conflicting values: browsers block framing if any is a known one
+        return bool(options & {"deny", "sameorigin", "allowall"})
+    return options in ({"deny"}, {"sameorigin"})  # ALLOW-FROM is obsolete: browsers ignore it
+
+
+def frame_problem(xfo: Sequence[str], csp: Sequence[str], allowed: Sequence[str] = ()) -> str | None:
+    """None when framing is limited to 'none'/'self'/``allowed`` origins (CSP) or denied (X-Frame-Options)."""
+    lists = [d["frame-ancestors"] for d in map(csp_directives, csp) if "frame-ancestors" in d]
+    if lists:
+        # Every CSP header is enforced, so one restrictive list suffices; browsers that know
+        # frame-ancestors ignore X-Frame-Options, so it cannot make up for a loose list.
+        problems = [ancestors_problem(sources, allowed) for sources in lists]
+        if None in problems:
+            return None
+        return (
+            f"framing allowed: CSP {'; '.join(p for p in problems if p)} (allowed: 'none', 'self', "
+            f"policy allowed_frame_ancestors {list(allowed)}); X-Frame-Options {list(xfo)} is ignored "
+            "by browsers when frame-ancestors is set"
+        )
+    if xfo_denies(xfo):
         return None
-    if xfo and xfo.strip().upper() in ("DENY", "SAMEORIGIN"):
-        return None
-    return f"framing not denied: X-Frame-Options {xfo!r}, CSP frame-ancestors {ancestors!r}"
+    return f"framing not denied: X-Frame-Options {list(xfo)}, no CSP frame-ancestors"
 
 
 @check("headers-frame-options")
 def frame_options(rule: Rule, ctx: CheckContext) -> list[Result]:
-    return _results(rule, ctx, lambda o: frame_problem(o.get("x-frame-options"), o.get("content-security-policy")))
+    allowed = rule.param("allowed_frame_ancestors")
+    return _results(
+        rule, ctx, lambda o: frame_problem(o.all("x-frame-options"), o.all("content-security-policy"), allowed)
+    )
 
 
 def csp_problem(value: str | None) -> str | None:
@@ -268,6 +334,8 @@ def cookies(rule: Rule, ctx: CheckContext) -> list[Result]:
 @check("headers-cors")
 def cors(rule: Rule, ctx: CheckContext) -> list[Result]:
     origin = rule.param("probe_origin")
+    if not ctx.policy.http.routes:
+        raise NotEvaluated("the policy's [http] routes is empty: no route to send a foreign Origin to")
     out = []
     with ctx.target.http() as client:
         for route in ctx.policy.http.routes:
@@ -304,7 +372,7 @@ GRADES = (
 )
 
 
-def score(obs: Observed) -> tuple[int, list[str]]:
+def score(obs: Observed, allowed_ancestors: Sequence[str] = ()) -> tuple[int, list[str]]:
     """Start at 100 and apply penalties/bonuses like Mozilla Observatory's header tests."""
     points, notes = 100, []
 
@@ -322,7 +390,7 @@ def score(obs: Observed) -> tuple[int, list[str]]:
         adjust(-20, "HSTS missing or shorter than 6 months")
     if (obs.get("x-content-type-options") or "").lower() != "nosniff":
         adjust(-5, "no nosniff")
-    if frame_problem(obs.get("x-frame-options"), obs.get("content-security-policy")):
+    if frame_problem(obs.all("x-frame-options"), obs.all("content-security-policy"), allowed_ancestors):
         adjust(-20, "framing allowed")
     referrer = (obs.get("referrer-policy") or "").lower()
     if referrer in ("no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"):
@@ -338,11 +406,20 @@ def grade(points: int) -> str:
     return next((g for floor, g in GRADES if points >= floor), "F")
 
 
+def _allowed_ancestors(ctx: CheckContext) -> list[str]:
+    """The grade deducts for framing exactly as the frame rule judges it."""
+    rule = ctx.policy.rules.get("headers-frame-options")
+    return list(rule.param("allowed_frame_ancestors")) if rule else []
+
+
 @check("headers-grade")
 def header_grade(rule: Rule, ctx: CheckContext) -> list[Result]:
     out = []
-    for obs in surface(ctx):
-        points, notes = score(obs)
+    for obs in _surface_or_skip(ctx):
+        if isinstance(obs, Missing):
+            out.append(_not_evaluated(rule, obs))
+            continue
+        points, notes = score(obs, _allowed_ancestors(ctx))
         ok = points >= rule.param("min_score")
         evidence = f"score {points} grade {grade(points)} ({', '.join(notes) or 'no deductions'})"
         out.append(Result(rule, Outcome.PASS if ok else Outcome.FAIL, obs.label, evidence))

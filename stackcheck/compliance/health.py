@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, check
+from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
 from stackcheck.stack import Stack
 
 BAD = ("unhealthy", "degraded")
@@ -96,6 +96,8 @@ def follow_link(
 @check("health-dependencies")
 def dependencies(rule: Rule, ctx: CheckContext) -> list[Result]:
     stack = ctx.require_stack(rule)
+    if not rule.param("links"):
+        raise NotEvaluated("the rule lists no link to cut (links = {})")
     out = []
     for link, dependency in rule.param("links").items():
         if link not in stack.spec.links:

@@ -4,34 +4,51 @@ bounded in time) and the answers counted, so the report states the rate the edge
 from __future__ import annotations
 
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, check
+from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
 from stackcheck.target import HttpTarget
 
 
 @dataclass(frozen=True)
 class Shot:
     sent_at: float  # seconds since the first scheduled send
-    status: int  # 0: the request failed without an HTTP answer
+    status: int  # 0: the request failed without an HTTP answer (see failure)
+    elapsed: float = 0.0  # seconds from send to the full answer (or the failure)
+    failure: str = ""  # "timeout", "reset" (closed without an answer) or the error's type
+
+    @property
+    def answer(self) -> str:
+        return str(self.status) if self.status else self.failure
 
 
-def drive(target: HttpTarget, path: str, offered_rate: float, seconds: float) -> list[Shot]:
+def _failure(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return "reset"
+    return type(exc).__name__
+
+
+def drive(target: HttpTarget, path: str, offered_rate: float, seconds: float, timeout: float = 10.0) -> list[Shot]:
     """GET path at offered_rate for seconds; requests run concurrently so slow answers do not delay the schedule."""
     count = int(offered_rate * seconds)
     interval = 1.0 / offered_rate
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    with target.http(timeout=10, limits=limits) as client, ThreadPoolExecutor(max_workers=64) as pool:
+    with target.http(timeout=timeout, limits=limits) as client, ThreadPoolExecutor(max_workers=64) as pool:
 
         def one(offset: float) -> Shot:
+            started = time.monotonic()
             try:
-                return Shot(offset, client.get(path).status_code)
-            except httpx.HTTPError:
-                return Shot(offset, 0)
+                status = client.get(path).status_code
+            except httpx.HTTPError as exc:
+                return Shot(offset, 0, time.monotonic() - started, _failure(exc))
+            return Shot(offset, status, time.monotonic() - started)
 
         start = time.monotonic()
         futures = []
@@ -124,22 +141,34 @@ def auth_limit(rule: Rule, ctx: CheckContext) -> list[Result]:
     return _limit_verdict(rule, ctx)
 
 
+def probe_answer(shot: Shot, timeout: float) -> str:
+    """How a health probe answered: its status, "late" past the timeout, or how it failed."""
+    return f"{shot.answer} late" if shot.status and shot.elapsed > timeout else shot.answer
+
+
+def health_problem(shots: list[Shot], timeout: float) -> str | None:
+    """Every probe must answer 2xx within ``timeout``; otherwise what was seen, counted per answer."""
+    if not shots:
+        return "no probe was sent (offered_rate * seconds < 1)"
+    counts = Counter(probe_answer(s, timeout) for s in shots)
+    bad = sum(n for answer, n in counts.items() if not (answer.isdigit() and 200 <= int(answer) < 300))
+    if not bad:
+        return None
+    seen = ", ".join(f"{answer}: {n}" for answer, n in sorted(counts.items()))
+    return f"{bad} of {len(shots)} probes did not answer 2xx within {timeout:g}s ({seen})"
+
+
 @check("ratelimit-health-unlimited")
 def health_unlimited(rule: Rule, ctx: CheckContext) -> list[Result]:
-    offered, seconds = rule.param("offered_rate"), rule.param("seconds")
+    offered, seconds, timeout = rule.param("offered_rate"), rule.param("seconds"), rule.param("timeout_s")
+    paths = rule.param("paths")
+    if not paths:
+        raise NotEvaluated("the rule lists no health route (paths = [])")
     out = []
-    for path in rule.param("paths"):
-        shots = drive(ctx.target, path, offered, seconds)
-        limited = sum(s.status == 429 for s in shots)
-        statuses = sorted({s.status for s in shots})
-        problem = f"{limited} of {len(shots)} requests were rate limited (429)" if limited else None
-        evidence = f"{len(shots)} requests at {offered:g} r/s: statuses {statuses}"
-        out.append(
-            Result(
-                rule,
-                Outcome.FAIL if problem else Outcome.PASS,
-                f"GET {path}",
-                f"{problem}; {evidence}" if problem else evidence,
-            )
-        )
+    for path in paths:
+        shots = drive(ctx.target, path, offered, seconds, timeout=timeout)
+        problem = health_problem(shots, timeout)
+        slowest = max((s.elapsed for s in shots), default=0.0)
+        evidence = f"{len(shots)} probes at {offered:g} r/s, all 2xx within {timeout:g}s (slowest {slowest:.2f}s)"
+        out.append(Result(rule, Outcome.FAIL if problem else Outcome.PASS, f"GET {path}", problem or evidence))
     return out

@@ -1,0 +1,151 @@
+"""Header rules without a stack: the framing verdict, and error responses that did not come
+(a 429 never provoked, a 5xx never produced) are never judged as the error page."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from stackcheck.compliance import headers, runner
+from stackcheck.compliance.headers import Missing, Observed, frame_problem
+from stackcheck.compliance.model import Area, HttpSurface, Outcome, Policy
+from stackcheck.compliance.runner import CheckContext
+from stackcheck.target import HttpTarget
+from tests.unit.compliance_fakes import FakeStack, MockTarget
+
+POLICY = Policy.load()
+# One result per response of the surface (cors sends requests of its own; the grade scores the entry).
+SURFACE_RULES = [r for r in POLICY.area(Area.HEADERS) if r.id not in ("headers-cors", "headers-grade")]
+FOREIGN = "https://stackcheck-foreign-origin.invalid"
+
+
+@pytest.mark.parametrize(
+    ("xfo", "csp", "allowed"),
+    [
+        (["DENY"], [], ()),
+        (["sameorigin"], [], ()),
+        (["DENY, SAMEORIGIN"], [], ()),  # conflicting values: browsers block (HTML standard)
+        (["DENY", "DENY"], [], ()),
+        ([], ["default-src 'none'; frame-ancestors 'none'"], ()),
+        ([], ["frame-ancestors 'self'"], ()),
+        ([], ["FRAME-ANCESTORS 'NONE'"], ()),
+        ([], ["frame-ancestors;"], ()),  # an empty source list matches nothing
+        ([], ["frame-ancestors\t'self'"], ()),
+        ([], [f"frame-ancestors 'self' {FOREIGN}"], (FOREIGN,)),
+        ([], [f"frame-ancestors {FOREIGN}/"], (FOREIGN.upper(),)),
+        # Every CSP header is enforced: one restrictive frame-ancestors denies framing.
+        ([], ["frame-ancestors https:", "frame-ancestors 'none'"], ()),
+        (["ALLOW-FROM https://x.invalid"], ["frame-ancestors 'none'"], ()),
+    ],
+)
+def test_framing_limited_to_none_self_or_allowed_origins_passes(
+    xfo: list[str], csp: list[str], allowed: tuple[str, ...]
+) -> None:
+    assert frame_problem(xfo, csp, allowed) is None
+
+
+@pytest.mark.parametrize(
+    ("xfo", "csp", "allowed", "named"),
+    [
+        # A loose frame-ancestors is what browsers enforce; X-Frame-Options is ignored next to it.
+        (["DENY"], ["frame-ancestors https:"], (), "lets https: frame"),
+        (["DENY"], [f"default-src 'none'; frame-ancestors {FOREIGN}"], (), f"lets {FOREIGN} frame"),
+        ([], ["frame-ancestors *"], (), "lets * frame"),
+        ([], ["frame-ancestors 'self' https://*.example.com"], (), "lets https://*.example.com frame"),
+        ([], [f"frame-ancestors 'none' {FOREIGN}"], (), f"lets {FOREIGN} frame"),  # 'none' ignored beside others
+        ([], ["frame-ancestors https://partner.invalid"], (FOREIGN,), "lets https://partner.invalid frame"),
+        ([], ["frame-ancestors http:"], (), "lets http: frame"),
+        ([], ["frame-ancestors partner.invalid"], (), "lets partner.invalid frame"),
+        ([], ["frame-ancestors https:", "default-src 'self'"], (), "lets https: frame"),
+        (["ALLOW-FROM https://x.invalid"], [], (), "X-Frame-Options ['ALLOW-FROM https://x.invalid']"),
+        (["ALLOWALL"], [], (), "framing not denied"),
+        ([], ["default-src 'none'"], (), "no CSP frame-ancestors"),
+        ([], [], (), "framing not denied: X-Frame-Options [], no CSP frame-ancestors"),
+    ],
+)
+def test_framing_open_to_other_origins_fails_and_names_them(
+    xfo: list[str], csp: list[str], allowed: tuple[str, ...], named: str
+) -> None:
+    problem = frame_problem(xfo, csp, allowed)
+    assert problem is not None
+    assert named in problem
+
+
+def test_a_loose_frame_ancestors_says_x_frame_options_does_not_help() -> None:
+    problem = frame_problem(["DENY"], ["frame-ancestors https:"])
+    assert problem is not None
+    assert "X-Frame-Options ['DENY'] is ignored by browsers when frame-ancestors is set" in problem
+    assert "policy allowed_frame_ancestors []" in problem
+
+
+def test_the_policy_allows_no_framing_origin_by_default() -> None:
+    assert POLICY.rules["headers-frame-options"].param("allowed_frame_ancestors") == []
+
+
+# -- error responses that did not come -----------------------------------------------------
+
+
+def counting_handler(status_for: Callable[[int], int]) -> tuple[Callable[[httpx.Request], httpx.Response], list[int]]:
+    sent: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        return httpx.Response(status_for(len(sent)), headers={"X-Content-Type-Options": "nosniff"})
+
+    return handle, sent
+
+
+def test_no_429_in_the_burst_is_missing_never_the_last_answer() -> None:
+    handle, sent = counting_handler(lambda _: 200)
+    with MockTarget(handle).http() as client:
+        got = headers._provoke_429(client, "/api/cards", max_requests=50, refill_s=0)
+    assert got == Missing("error 429", "no 429 after 50 requests to /api/cards (statuses 200: 50)")
+    assert len(sent) == 50
+
+
+def test_the_first_429_of_the_burst_is_the_429_page() -> None:
+    handle, sent = counting_handler(lambda n: 429 if n >= 5 else 200)
+    with MockTarget(handle).http() as client:
+        got = headers._provoke_429(client, "/api/cards", max_requests=50, refill_s=0)
+    assert isinstance(got, Observed)
+    assert (got.label, got.status, len(sent)) == ("error 429 (/api/cards -> 429)", 429, 5)
+
+
+def test_an_edge_that_answers_200_everywhere_has_no_429_or_502_page_to_judge() -> None:
+    """An unlimited edge that serves every route itself: the old code labelled its 200s
+    "error 429" and "error 502" and judged them as error pages."""
+    target = MockTarget(lambda _: httpx.Response(200, headers={"X-Content-Type-Options": "nosniff"}))
+    ctx = CheckContext(target, FakeStack(target=target), POLICY)  # type: ignore[arg-type]
+    seen = headers.surface(ctx)
+    missing = [s for s in seen if isinstance(s, Missing)]
+    assert [m.label for m in missing] == ["error 429", "error 502"]
+    assert missing[0].reason == "no 429 after 200 requests to /api/prompt-cards (statuses 200: 200)"
+    assert missing[1].reason == "GET /api/health answered 200 with the upstreams stopped, not 5xx"
+
+
+@pytest.mark.parametrize("rule", SURFACE_RULES, ids=[r.id for r in SURFACE_RULES])
+def test_every_surface_rule_reports_a_missing_error_page_not_evaluated(rule: Any) -> None:
+    ctx = CheckContext(HttpTarget("https://edge.invalid", booted=True), None, POLICY)
+    good = (("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"))
+    ctx.cache["headers.surface"] = [
+        Observed("GET / -> 200", 200, good),
+        Missing("error 429", "no 429 after 200 requests to /api/prompt-cards (statuses 200: 200)"),
+    ]
+    results = runner.evaluate(rule, ctx)
+    by_subject = {r.subject: r for r in results}
+    assert by_subject["error 429"].outcome is Outcome.NOT_EVALUATED
+    assert by_subject["error 429"].evidence.startswith("no 429 after 200 requests")
+    assert set(by_subject) == {"GET / -> 200", "error 429"}
+
+
+@pytest.mark.parametrize("rule", POLICY.area(Area.HEADERS), ids=[r.id for r in POLICY.area(Area.HEADERS)])
+def test_a_policy_with_no_route_and_no_error_response_evaluates_nothing(rule: Any) -> None:
+    policy = dataclasses.replace(POLICY, http=HttpSurface(routes=(), error_statuses=()))
+    target = MockTarget(lambda request: pytest.fail(f"no request should be sent, got {request.url}"))
+    [result] = runner.evaluate(rule, CheckContext(target, None, policy))
+    assert result.outcome is Outcome.NOT_EVALUATED
+    assert "[http]" in result.evidence

@@ -27,14 +27,7 @@ def test_backend_kill(stack, experiment) -> None:
         time.sleep(1.0)
     window = exp.window(f"SIGKILL {backends[0].name}")
     exp.observe(f"traffic during the kill: {traffic.window(*window).describe()}")
-    exp.verify(
-        "both replicas healthy again",
-        lambda: (
-            None
-            if all(b.docker.attrs["State"]["Health"]["Status"] == "healthy" for b in backends)
-            else "a replica is not healthy"
-        ),
-    )
+    exp.verify("every replica healthy again", lambda: faults.not_healthy(backends))
     assert meter.result().total_probes > 50
     exp.traffic = traffic.errors_per_second()
     assert_passed(exp.finish())

@@ -117,13 +117,27 @@ def link_down(link: LinkHandle, journal: Journal | None = None) -> Iterator[None
 # -- containers ---------------------------------------------------------------------------------
 
 
+def health(handle: ServiceHandle) -> str:
+    """The container's state re-read from the engine (``attrs`` alone is a cached copy): ``healthy``
+    when it runs and its healthcheck (if any) passes, else what it is (``exited``, ``unhealthy``, ...)."""
+    handle.docker.reload()
+    state = handle.docker.attrs["State"]
+    if not state["Running"]:
+        return str(state["Status"])
+    return str(state.get("Health", {}).get("Status", "healthy"))
+
+
+def not_healthy(handles: list[ServiceHandle]) -> str | None:
+    """A verify check: None when every container is healthy right now, else which are not."""
+    bad = [f"{h.name} is {status}" for h in handles if (status := health(h)) != "healthy"]
+    return ", ".join(bad) or None
+
+
 def await_healthy(handle: ServiceHandle, timeout_s: float = 60.0) -> float:
     """Wait until the container runs and (if it has a healthcheck) is healthy; return seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        handle.docker.reload()
-        state = handle.docker.attrs["State"]
-        if state["Running"] and state.get("Health", {}).get("Status", "healthy") == "healthy":
+        if health(handle) == "healthy":
             return time.monotonic() - started
         time.sleep(0.1)
     raise StackError(
@@ -176,16 +190,21 @@ def restart(handle: ServiceHandle, journal: Journal | None = None, timeout_s: in
         return await_healthy(handle)
 
 
-@contextlib.contextmanager
-def disconnect(stack: Stack, handle: ServiceHandle, network: str, journal: Journal | None = None) -> Iterator[None]:
-    """Take the container off one of the stack's networks; reconnect it with its aliases on exit."""
-    full = stack.network_name(network)
-    endpoint = handle.docker.attrs["NetworkSettings"]["Networks"].get(full)
+def network_aliases(stack: Stack, handle: ServiceHandle, network: str) -> list[str]:
+    """The DNS names the container has on one of the stack's networks (without Docker's own id alias)."""
+    handle.docker.reload()
+    endpoint = handle.docker.attrs["NetworkSettings"]["Networks"].get(stack.network_name(network))
     if endpoint is None:
         raise StackError(
             f"{handle.name} is not on network {network}", f"use one of: {', '.join(handle.service.networks)}"
         )
-    aliases = [a for a in endpoint.get("Aliases") or [] if not handle.docker.id.startswith(a)]
+    return [a for a in endpoint.get("Aliases") or [] if not handle.docker.id.startswith(a)]
+
+
+@contextlib.contextmanager
+def disconnect(stack: Stack, handle: ServiceHandle, network: str, journal: Journal | None = None) -> Iterator[None]:
+    """Take the container off one of the stack's networks; reconnect it with its aliases on exit."""
+    aliases = network_aliases(stack, handle, network)
     net = stack.docker_network(network)
     with _window(journal, f"disconnect {handle.name} from {network}", ""):
         net.disconnect(handle.docker, force=True)

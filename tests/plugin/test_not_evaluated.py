@@ -135,3 +135,18 @@ def test_a_disabled_rule_without_a_reason_is_one_clear_error(run: pytest.Pyteste
     result = run.runpytest_subprocess("--stack", "stack.toml", "--policy", str(policy), "--collect-only")
     result.stdout.fnmatch_lines(["*[[]rules.tls-alpn-h2[]] is disabled without a reason*"])
     assert result.ret != 0
+
+
+def test_an_area_whose_rules_are_all_disabled_is_not_a_check_of_its_own(run: pytest.Pytester) -> None:
+    policy = run.path / "policy.toml"
+    rules = ("ratelimit-api", "ratelimit-auth", "ratelimit-health-unlimited")
+    policy.write_text("".join(f'[rules.{r}]\nenabled = false\nreason = "measured elsewhere"\n' for r in rules))
+    run.mkdir("suites")
+    (run.path / "suites" / "test_rate_limits.py").write_text(
+        "from fixtures.compliance import test_rule  # noqa: F401\nfrom stackcheck.compliance.model import Area\n"
+        "AREA = Area.RATE_LIMITS\n"
+    )
+    results = gate(run, "--policy", str(policy))
+    assert results["checks"] == []
+    assert results["verdict"] == "pass", results["breaches"]
+    assert results["disabled"] == dict.fromkeys(rules, "measured elsewhere")

@@ -13,9 +13,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import urlsplit
 
 import httpx
 
+from stackcheck.compliance import observatory
 from stackcheck.compliance.model import Outcome, Result, Rule
 from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
 from stackcheck.errors import StackError
@@ -31,6 +34,7 @@ class Observed:
     label: str  # e.g. "GET /api/health -> 200" or "error 429"
     status: int
     headers: tuple[tuple[str, str], ...]
+    body: str = ""  # for the Observatory score's Subresource Integrity test
 
     def get(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -48,7 +52,8 @@ class Missing:
 
 
 def _observe(label: str, response: httpx.Response) -> Observed:
-    return Observed(label, response.status_code, tuple((k.lower(), v) for k, v in response.headers.multi_items()))
+    headers = tuple((k.lower(), v) for k, v in response.headers.multi_items())
+    return Observed(label, response.status_code, headers, response.content.decode("utf-8", "replace"))
 
 
 def surface(ctx: CheckContext) -> list[Observed | Missing]:
@@ -354,73 +359,90 @@ def cors(rule: Rule, ctx: CheckContext) -> list[Result]:
     return out
 
 
-# -- Observatory-style grade ------------------------------------------------------------------
-
-GRADES = (
-    (100, "A+"),
-    (90, "A"),
-    (85, "A-"),
-    (80, "B+"),
-    (70, "B"),
-    (65, "B-"),
-    (60, "C+"),
-    (50, "C"),
-    (45, "C-"),
-    (40, "D+"),
-    (30, "D"),
-    (25, "D-"),
-)
+# -- Observatory score ------------------------------------------------------------------------
+# Two numbers from one algorithm (stackcheck.compliance.observatory, the MDN HTTP Observatory's
+# scoring): the Observatory score is what the MDN scanner gives the entry route (https://HOST/ with
+# its redirects, the plain-HTTP chain and a CORS preflight); the worst-route score is the lowest
+# of that and of every route and error page fetched above, each judged as the page.
 
 
-def score(obs: Observed, allowed_ancestors: Sequence[str] = ()) -> tuple[int, list[str]]:
-    """Start at 100 and apply penalties/bonuses like Mozilla Observatory's header tests."""
-    points, notes = 100, []
-
-    def adjust(delta: int, why: str) -> None:
-        nonlocal points
-        points += delta
-        notes.append(f"{delta:+d} {why}")
-
-    csp_issue = csp_problem(obs.get("content-security-policy"))
-    if obs.get("content-security-policy") is None:
-        adjust(-25, "no CSP")
-    elif csp_issue:
-        adjust(-20, csp_issue)
-    if hsts_problem(obs.get("strict-transport-security"), 15552000, False):
-        adjust(-20, "HSTS missing or shorter than 6 months")
-    if (obs.get("x-content-type-options") or "").lower() != "nosniff":
-        adjust(-5, "no nosniff")
-    if frame_problem(obs.all("x-frame-options"), obs.all("content-security-policy"), allowed_ancestors):
-        adjust(-20, "framing allowed")
-    referrer = (obs.get("referrer-policy") or "").lower()
-    if referrer in ("no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"):
-        adjust(5, "private Referrer-Policy")
-    elif referrer in ("unsafe-url", "no-referrer-when-downgrade", "origin", "origin-when-cross-origin"):
-        adjust(-5, f"Referrer-Policy {referrer}")
-    if any(cookie_problem(c) for c in obs.all("set-cookie")):
-        adjust(-20, "cookie without Secure/HttpOnly/SameSite")
-    return max(points, 0), notes
+class Gate(StrEnum):
+    OBSERVATORY = "observatory"
+    WORST_ROUTE = "worst-route"
 
 
-def grade(points: int) -> str:
-    return next((g for floor, g in GRADES if points >= floor), "F")
+def _plain_http_origin(ctx: CheckContext) -> str | None:
+    """Where a booted stack's edge answers plain HTTP on 127.0.0.1 (its port other than the entry's)."""
+    stack = ctx.stack
+    entry = urlsplit(stack.spec.entrypoint_url or "") if stack else None
+    service = entry.hostname if entry else None
+    if stack is None or entry is None or service is None or service not in stack.spec.services:
+        return None
+    plain = [p for p in stack.spec.services[service].ports if p != entry.port]
+    return f"http://127.0.0.1:{stack.service(service).port(plain[0])}" if plain else None
 
 
-def _allowed_ancestors(ctx: CheckContext) -> list[str]:
-    """The grade deducts for framing exactly as the frame rule judges it."""
-    rule = ctx.policy.rules.get("headers-frame-options")
-    return list(rule.param("allowed_frame_ancestors")) if rule else []
+def observatory_retrieval(ctx: CheckContext) -> observatory.Retrieval:
+    """What the MDN scanner fetches for the target's host (once per run)."""
+
+    def fetch() -> observatory.Retrieval:
+        target = ctx.target
+        with target.http(follow_redirects=False) as client:
+            if ctx.stack is None or not target.booted:
+                # The scanner takes HOST[:PORT] and asks https:// and http:// of it.
+                host = urlsplit(target.base_url).netloc
+                return observatory.retrieve(client, f"https://{host}/", f"http://{host}/", host)
+            # A booted edge publishes 443 and 80 on mapped ports: ask them as the scanner would ask
+            # https://HOST/ and http://HOST/, with that Host, and follow redirects to those origins.
+            host = target.host
+            origins = {f"https://{host}": target.base_url}
+            plain = _plain_http_origin(ctx)
+            if plain:
+                origins[f"http://{host}"] = plain
+            http_url = f"http://{host}/" if plain else None
+            return observatory.retrieve(client, f"https://{host}/", http_url, host, origins)
+
+    retrieval: observatory.Retrieval = ctx.memo("headers.observatory", fetch)
+    return retrieval
+
+
+def _score_text(name: str, score: observatory.Score, where: str) -> str:
+    return f"{name} {score.score} grade {score.grade} on {where} [{score.deductions()}]"
 
 
 @check("headers-grade")
 def header_grade(rule: Rule, ctx: CheckContext) -> list[Result]:
-    out = []
-    for obs in _surface_or_skip(ctx):
-        if isinstance(obs, Missing):
-            out.append(_not_evaluated(rule, obs))
-            continue
-        points, notes = score(obs, _allowed_ancestors(ctx))
-        ok = points >= rule.param("min_score")
-        evidence = f"score {points} grade {grade(points)} ({', '.join(notes) or 'no deductions'})"
-        out.append(Result(rule, Outcome.PASS if ok else Outcome.FAIL, obs.label, evidence))
-    return out
+    gate = Gate(rule.param("gate"))
+    seen = surface(ctx)
+    if not seen:
+        raise NotEvaluated("the policy's [http] names no route and no error response to fetch")
+    entry = observatory_retrieval(ctx)
+    where = f"GET {entry.page.url} -> {entry.page.status}"
+    refused = observatory.scanner_refuses(entry.page)
+    official = observatory.scan(entry)
+    scored = [(where, official)] + [
+        (
+            obs.label,
+            observatory.scan(entry.with_page(observatory.Response(entry.page.url, obs.status, obs.headers, obs.body))),
+        )
+        for obs in seen
+        if isinstance(obs, Observed)
+    ]
+    # An error page the target did not produce leaves the worst-route score unjudged there.
+    out = [Result(rule, Outcome.NOT_EVALUATED, m.label, m.reason) for m in seen if not isinstance(m, Observed)]
+    worst_where, worst = min(scored, key=lambda s: s[1].score)
+    if refused and gate is Gate.OBSERVATORY:
+        raise NotEvaluated(f"the MDN scanner grades no answer like {where}: {refused}")
+    observatory_text = (
+        f"no Observatory score ({where}: the scanner refuses: {refused})"
+        if refused
+        else _score_text("Observatory score", official, where)
+    )
+    judged = worst if gate is Gate.WORST_ROUTE else official
+    ok = judged.score >= rule.param("min_score")
+    evidence = (
+        f"gate {gate.value} >= {rule.param('min_score')}: {observatory_text}; "
+        f"{_score_text('worst-route score', worst, worst_where)} of {len(scored)} responses "
+        f"({observatory.SCANNER_PACKAGE} {observatory.SCANNER_VERSION}, algorithm v{observatory.ALGORITHM_VERSION})"
+    )
+    return [Result(rule, Outcome.PASS if ok else Outcome.FAIL, f"{gate.value} score", evidence), *out]

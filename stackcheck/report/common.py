@@ -14,6 +14,7 @@ from stackcheck.results import ResultsError
 
 PERCENTILE_KEYS = ("p50", "p90", "p95", "p99", "p99.9")
 _GRADE = re.compile(r"score (-?\d+) grade ([A-F][+-]?)")
+_NAMED_GRADE = re.compile(r"(Observatory|worst-route) score (-?\d+) grade ([A-F][+-]?) on ([^\[]*) \[")
 
 
 @contextlib.contextmanager
@@ -44,12 +45,21 @@ def wall_clock(wall: float) -> str:
 
 
 def header_grades(compliance: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
-    """(subject, score, grade) from the headers-grade results' evidence ("score 105 grade A+ ...")."""
+    """(what, score, grade) from the headers-grade results' evidence: its two named scores
+    ("Observatory score 115 grade A+ on GET ... [...]; worst-route score 30 grade D on error 404 [...]"),
+    each as ("Observatory score: GET ...", 115, "A+"); evidence of older runs ("score 105 grade A+")
+    as (subject, 105, "A+")."""
     grades = []
     for entry in compliance:
-        match = _GRADE.search(str(entry.get("evidence", ""))) if entry.get("rule") == "headers-grade" else None
-        if match:
-            grades.append((str(entry.get("subject", "")), int(match.group(1)), match.group(2)))
+        if entry.get("rule") != "headers-grade":
+            continue
+        evidence = str(entry.get("evidence", ""))
+        named = [(f"{m[1]} score: {m[4].strip()}", int(m[2]), m[3]) for m in _NAMED_GRADE.finditer(evidence)]
+        legacy = _GRADE.search(evidence)
+        if named:
+            grades += named
+        elif legacy:
+            grades.append((str(entry.get("subject", "")), int(legacy.group(1)), legacy.group(2)))
     return grades
 
 

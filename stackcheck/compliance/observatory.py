@@ -10,7 +10,9 @@ What the scanner sees is modelled as node.js and axios present it: repeated head
 tough-cookie stores them, the body as axios decodes it. Two inputs cannot be known offline and are
 taken as the scanner sees them with an empty ``conf/hsts-preload.json``: no host is HSTS-preloaded.
 Registrable domains (for Subresource Integrity) are the last two labels of a hostname; the scanner
-uses the Public Suffix List, so hosts under multi-label suffixes (``co.uk``) may differ.
+uses the Public Suffix List, so hosts under multi-label suffixes (``co.uk``) may differ. A
+certificate the scanner cannot verify is modelled for HSTS and redirection only (the scanner then
+also collects cookies from /robots.txt and sends its preflight elsewhere); tls-certificate judges it.
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ COOKIE_NAMES = ["session", "sessionid", "login_token", "csrftoken", "prefs", "__
 COOKIE_NAMES += ["heroku-session-affinity", "XSRF-TOKEN", "theme"]
 COOKIE_ATTRIBUTES = ["Secure", "HttpOnly", "SameSite=Lax", "SameSite=Strict", "SameSite=None", "SameSite=bogus"]
 COOKIE_ATTRIBUTES += ["SameSite", "samesite=lax", "Path=/", "Path=/sub", "Domain=localhost", "Domain=example.com"]
-COOKIE_ATTRIBUTES += ["Max-Age=0", "Max-Age=3600", "secure", "SameSite=Lax=Strict"]
+COOKIE_ATTRIBUTES += ["Max-Age=0", "Max-Age=3600", "secure", "SameSite=Lax=Strict", "Max-Age=abc"]
+COOKIE_ATTRIBUTES += ["Expires=Thu, 01 Jan 1970 00:00:00 GMT", "Expires=Fri, 01 Jan 2100 00:00:00 GMT"]
 
 
 @st.composite

@@ -67,14 +67,6 @@ class ToxiproxyClient:
     def proxies(self) -> list[Proxy]:
         return [_proxy(p) for p in self._call("GET", "/proxies").values()]
 
-    def set_upstream(self, name: str, upstream: str) -> None:
-        """Re-create the proxy on the same listen address with a new upstream. Updating it in place
-        makes Toxiproxy wait for connections to the old upstream to close, which after a crash
-        of that upstream can hang; deleting the proxy closes them at once."""
-        listen = self.get(name).listen
-        self._call("DELETE", f"/proxies/{name}")
-        self.create(name, listen, upstream)
-
     def set_enabled(self, name: str, enabled: bool) -> None:
         self._call("POST", f"/proxies/{name}", {"enabled": enabled})
 

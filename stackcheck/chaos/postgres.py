@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from stackcheck.chaos.faults import network_aliases
 from stackcheck.errors import StackError
 from stackcheck.stack import Stack
 
@@ -50,6 +51,18 @@ def promote(stack: Stack, replica: str = "postgres-replica") -> None:
             raise StackError(f"{replica} is still in recovery after promotion", "read its logs")
 
 
-def repoint(stack: Stack, link: str, service: str, port: int = 5432) -> None:
-    """Point a Toxiproxy link at another upstream: the stack's equivalent of moving the DNS name/VIP."""
-    stack.toxiproxy.set_upstream(link, f"{service}:{port}")
+def take_over_name(stack: Stack, name: str, service: str, network: str = "internal") -> None:
+    """Give ``service`` the DNS name ``name`` on ``network``, as a DNS or VIP failover does: whatever
+    reaches the old primary by name (here the Toxiproxy link) reaches ``service`` from now on.
+
+    Not a change of the Toxiproxy proxy: Toxiproxy dials the upstream inside its accept loop, with
+    no timeout, and every change of a proxy (update, delete) waits for that loop. Once the primary
+    is dead its name is unknown to Docker's DNS, the lookups are forwarded and some stall for the
+    resolver's full 5 s timeout, so a proxy change then blocks for up to that long. With the name
+    moved, lookups are answered at once again and Toxiproxy is never touched. ``service`` is
+    reconnected to ``network``: its connections on that network drop (clients reconnect)."""
+    handle = stack.service(service)
+    aliases = network_aliases(stack, handle, network)
+    net = stack.docker_network(network)
+    net.disconnect(handle.docker, force=True)
+    net.connect(handle.docker, aliases=[*aliases, name])

@@ -155,10 +155,9 @@ class Experiment:
                 Event(EventKind.FIRST_ERROR, "first failed probe", rto.first_failure, _wall(rto.first_failure))
             )
             if rto.recovered_at is not None:
-                k = self._rto.k if self._rto is not None else 1
                 recovered = Event(
                     EventKind.RECOVERED,
-                    f"first of {k} consecutive successes",
+                    f"first of {rto.k} consecutive answers arrived",
                     rto.recovered_at,
                     _wall(rto.recovered_at),
                 )

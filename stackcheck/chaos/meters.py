@@ -1,9 +1,35 @@
 """Meters that turn an experiment into numbers.
 
 RtoMeter: probes on a fixed schedule (open loop: a slow or hung probe never delays the next
-one), each with its own timeout, on the monotonic clock. RTO is the time from the first failed
-probe's scheduled time to the scheduled time of the first of K consecutive successes after it;
-its resolution is the probe period.
+one), each with its own timeout, on the monotonic clock. Every sample keeps the time the probe
+was due and the time its answer (or its failure) arrived.
+
+RTO = recovered_at - first_failure, where
+
+- first_failure is the SCHEDULED time of the first probe that fails. The failure is only
+  observable later for some outages (a refused probe fails at once, a hung or dropped one at its
+  timeout), but the probe met the outage when it was sent: the outage began after the previous
+  probe (one period earlier) got through, and no later than this probe's schedule plus its answer
+  latency (a probe already under way when the outage began fails too). Taking the observation
+  time instead would start hung and dropped outages one probe timeout late.
+- recovered_at is the ARRIVAL time of the first answer of the first K consecutive successes
+  (consecutive by schedule). An answer is proof the service is back and cannot arrive before the
+  outage ended. Taking the schedule instead is wrong for hangs: a probe sent during a hang that
+  the service answers as soon as it resumes would date the recovery up to one probe timeout
+  early (the old rule measured frozen outages 220-280 ms short at a 250 ms timeout).
+
+The edges per kind of outage (period P, answer latency d = arrival - schedule of a healthy probe):
+
+- start, all kinds: late by at most P, early by at most d.
+- end, all kinds: an answer arrives only after the outage ended, so the end is never early.
+  Refused (connect fails at once) and dropped (packets lost): the first probe sent after the end
+  answers, so the end is late by at most P + d (a dropped probe sent during the outage times out
+  even when the outage ends first: its lost SYN is resent only after 1 s). Hung (connections
+  accepted, nothing answered): requests queued in the hang are answered as soon as it ends, so
+  the end is late only by the time to drain them (about d).
+
+So rto_s is within -P ... +P + 2d of the truth for every kind (RtoResult.error_s); d is measured
+(the median latency of the successful probes) and stated in every result.
 
 WriteLedger: numbered writes whose acknowledgements are recorded; after recovery the surviving
 writes are read back, and the difference is the data loss (RPO), in writes and in seconds.
@@ -11,6 +37,7 @@ writes are read back, and the difference is the data loss (RPO), in writes and i
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,45 +51,66 @@ Probe = Callable[[float], bool]  # called with its timeout in seconds; True when
 class ProbeSample:
     scheduled: float  # monotonic time the probe was due
     ok: bool
-    latency: float  # seconds the probe took (up to its timeout)
+    arrived: float  # monotonic time its answer, or its failure, arrived
+
+    @property
+    def latency(self) -> float:
+        """Seconds from due to answer: dispatch delay included, up to the timeout for a hang."""
+        return self.arrived - self.scheduled
 
 
 @dataclass(frozen=True)
 class RtoResult:
-    rto_s: float | None  # None: no outage seen
-    resolution_s: float
-    first_failure: float | None  # monotonic
-    recovered_at: float | None  # monotonic; None when it never recovered
+    rto_s: float | None  # None: no outage seen, or not recovered
+    resolution_s: float  # the probe period: each edge is found to within one period (see error_s)
+    first_failure: float | None  # monotonic: when the first failed probe was due
+    recovered_at: float | None  # monotonic: when the first of k consecutive answers arrived; None: not recovered
     failed_probes: int
     total_probes: int
+    k: int
+    answer_latency_s: float | None  # median latency of the successful probes; None: none succeeded
 
     @property
     def recovered(self) -> bool:
         return self.first_failure is None or self.recovered_at is not None
 
+    @property
+    def error_s(self) -> tuple[float, float]:
+        """Bounds of rto_s minus the true outage: the start edge late by up to one period, the end
+        edge late by up to one period plus the answer latency, the start early by up to it."""
+        latency = self.answer_latency_s or 0.0
+        return (-self.resolution_s, self.resolution_s + 2 * latency)
+
     def describe(self) -> str:
-        resolution = f"resolution {self.resolution_s * 1000:.0f} ms"
+        low, high = self.error_s
+        rule = (
+            f"error {low * 1000:+.0f}/{high * 1000:+.0f} ms: from the schedule of the first failed probe"
+            f" to the arrival of the first of {self.k} consecutive answers"
+        )
         failed = f"{self.failed_probes}/{self.total_probes} probes failed"
         if self.first_failure is None:
-            return f"no outage seen in {self.total_probes} probes ({resolution})"
+            return f"no outage seen in {self.total_probes} probes (period {self.resolution_s * 1000:.0f} ms)"
         if self.rto_s is None:
-            return f"NOT recovered: {failed} ({resolution})"
-        return f"RTO {self.rto_s:.3f}s ({resolution}; {failed})"
+            return f"NOT recovered: {failed} (period {self.resolution_s * 1000:.0f} ms)"
+        return f"RTO {self.rto_s:.3f}s ({rule}; {failed})"
 
 
 def compute_rto(samples: Iterable[ProbeSample], period: float, k: int) -> RtoResult:
     ordered = sorted(samples, key=lambda s: s.scheduled)
-    first_failure = next((s.scheduled for s in ordered if not s.ok), None)
+    first = next((i for i, s in enumerate(ordered) if not s.ok), None)
+    first_failure = None if first is None else ordered[first].scheduled
     recovered_at = None
-    if first_failure is not None:
-        after = [s for s in ordered if s.scheduled > first_failure]
-        for i in range(len(after) - k + 1):
-            if all(s.ok for s in after[i : i + k]):
-                recovered_at = after[i].scheduled
+    if first is not None:
+        for i in range(first + 1, len(ordered) - k + 1):
+            run = ordered[i : i + k]
+            if all(s.ok for s in run):
+                recovered_at = min(s.arrived for s in run)
                 break
     rto = recovered_at - first_failure if first_failure is not None and recovered_at is not None else None
+    latencies = [s.latency for s in ordered if s.ok]
+    latency = statistics.median(latencies) if latencies else None
     failed = sum(not s.ok for s in ordered)
-    return RtoResult(rto, period, first_failure, recovered_at, failed, len(ordered))
+    return RtoResult(rto, period, first_failure, recovered_at, failed, len(ordered), k, latency)
 
 
 class RtoMeter:
@@ -78,12 +126,11 @@ class RtoMeter:
         self._thread = threading.Thread(target=self._schedule, name="rto-meter", daemon=True)
 
     def _one(self, scheduled: float) -> None:
-        started = time.monotonic()
         try:
             ok = bool(self.probe(self.probe_timeout))
         except Exception:
             ok = False
-        sample = ProbeSample(scheduled, ok, time.monotonic() - started)
+        sample = ProbeSample(scheduled, ok, time.monotonic())
         with self._lock:
             self.samples.append(sample)
 

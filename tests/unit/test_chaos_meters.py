@@ -1,41 +1,134 @@
-"""RTO computation and ledger reconciliation on synthetic probe series and write sets."""
+"""RTO computation and ledger reconciliation on synthetic probe series and write sets.
+
+The probe series come from a model of the three kinds of outage the meter has to time: refused
+(a probe fails at once), hung (its request is held and answered when the hang ends, or it times
+out first) and dropped (its packets are lost: it times out, even when the outage ends first).
+"""
 
 from __future__ import annotations
 
-from stackcheck.chaos.meters import ProbeSample, WriteLedger, compute_rto
+from enum import Enum
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from stackcheck.chaos.meters import ProbeSample, RtoResult, WriteLedger, compute_rto
+
+PERIOD, TIMEOUT, ANSWER = 0.05, 0.25, 0.002
 
 
-def series(pattern: str, period: float = 0.05) -> list[ProbeSample]:
-    """'.' a success, 'x' a failure, one per period."""
-    return [ProbeSample(i * period, c == ".", 0.001) for i, c in enumerate(pattern)]
+class Outage(Enum):
+    REFUSED = "refused"
+    HUNG = "hung"
+    DROPPED = "dropped"
 
 
-def test_rto_runs_from_first_failure_to_first_of_k_successes() -> None:
-    result = compute_rto(series("....xxxxx...."), 0.05, k=3)
+def probe_at(due: float, kind: Outage, start: float, end: float, timeout: float = TIMEOUT) -> ProbeSample:
+    """One probe due at ``due`` that needs the service for ANSWER seconds, against [start, end)."""
+    if due + ANSWER <= start or due >= end:
+        return ProbeSample(due, True, due + ANSWER)
+    if kind is Outage.REFUSED:
+        return ProbeSample(due, False, max(due, start))
+    if kind is Outage.HUNG and end + ANSWER < due + timeout:
+        return ProbeSample(due, True, end + ANSWER)
+    return ProbeSample(due, False, due + timeout)
+
+
+def simulate(kind: Outage, start: float, end: float, timeout: float = TIMEOUT, phase: float = 0.0) -> list[ProbeSample]:
+    count = int((end + 2 * timeout + 1) / PERIOD)
+    return [probe_at(phase + i * PERIOD, kind, start, end, timeout) for i in range(count)]
+
+
+def series(pattern: str, period: float = PERIOD) -> list[ProbeSample]:
+    """'.' a success, 'x' a failure, one per period, each answered (or refused) in ANSWER s."""
+    return [ProbeSample(i * period, c == ".", i * period + ANSWER) for i, c in enumerate(pattern)]
+
+
+def test_rto_runs_from_first_failure_due_to_first_of_k_answers_arrived() -> None:
+    result = compute_rto(series("....xxxxx...."), PERIOD, k=3)
     assert result.first_failure == 0.2
-    assert result.recovered_at == 0.45
-    assert abs(result.rto_s - 0.25) < 1e-9  # type: ignore[operator]
+    assert result.recovered_at == pytest.approx(0.45 + ANSWER)
+    assert result.rto_s == pytest.approx(0.25 + ANSWER)
     assert result.failed_probes == 5
+    assert result.answer_latency_s == pytest.approx(ANSWER)
 
 
 def test_a_flap_shorter_than_k_is_not_recovery() -> None:
-    result = compute_rto(series("..xx..x...."), 0.05, k=3)
-    assert result.recovered_at == 7 * 0.05
+    result = compute_rto(series("..xx..x...."), PERIOD, k=3)
+    assert result.recovered_at == pytest.approx(7 * PERIOD + ANSWER)
     assert result.failed_probes == 3
 
 
 def test_no_outage_and_no_recovery_are_told_apart() -> None:
-    assert compute_rto(series("......"), 0.05, 3).rto_s is None
-    assert compute_rto(series("......"), 0.05, 3).recovered
-    never = compute_rto(series("..xxxxx"), 0.05, 3)
+    assert compute_rto(series("......"), PERIOD, 3).rto_s is None
+    assert compute_rto(series("......"), PERIOD, 3).recovered
+    never = compute_rto(series("..xxxxx"), PERIOD, 3)
     assert never.rto_s is None
     assert not never.recovered
     assert "NOT recovered" in never.describe()
 
 
 def test_out_of_order_samples_are_sorted_by_schedule() -> None:
-    samples = series("...xx...")
-    assert compute_rto(reversed(samples), 0.05, 2).rto_s == compute_rto(samples, 0.05, 2).rto_s
+    samples = simulate(Outage.DROPPED, 1.0, 2.0)
+    assert compute_rto(reversed(samples), PERIOD, 3) == compute_rto(samples, PERIOD, 3)
+
+
+def test_a_probe_sent_into_a_hang_and_answered_after_it_does_not_date_recovery_early() -> None:
+    """The old rule took the schedule of the first success: 200 ms early here."""
+    start, end = 1.0, 2.0
+    samples = simulate(Outage.HUNG, start, end)
+    queued = [s for s in samples if s.ok and start < s.scheduled < end]
+    assert min(s.scheduled for s in queued) <= end - 0.2  # the model holds them, as a frozen server does
+    result = compute_rto(samples, PERIOD, 3)
+    assert result.recovered_at == pytest.approx(end + ANSWER)
+    assert result.rto_s == pytest.approx(end - start + ANSWER)
+
+
+def test_a_dropped_probe_that_times_out_after_the_end_does_not_date_recovery_late() -> None:
+    start, end = 1.0, 2.01
+    result = compute_rto(simulate(Outage.DROPPED, start, end), PERIOD, 3)
+    assert result.recovered_at == pytest.approx(2.05 + ANSWER)  # the first probe sent after the end
+
+
+def test_a_refused_outage_starts_at_the_first_probe_due_in_it() -> None:
+    result = compute_rto(simulate(Outage.REFUSED, 1.01, 2.0), PERIOD, 3)
+    assert result.first_failure == pytest.approx(1.05)
+    assert result.recovered_at == pytest.approx(2.0 + ANSWER)
+
+
+@given(
+    kind=st.sampled_from(Outage),
+    start=st.floats(0.5, 1.5),
+    length=st.floats(0.1, 4.0),
+    phase=st.floats(0.0, PERIOD),
+    timeout=st.sampled_from([TIMEOUT, 1.0]),
+)
+def test_every_kind_of_outage_is_timed_within_the_stated_error(
+    kind: Outage, start: float, length: float, phase: float, timeout: float
+) -> None:
+    assume(kind is not Outage.HUNG or length > timeout + PERIOD)  # a shorter hang only slows probes down
+    result = compute_rto(simulate(kind, start, start + length, timeout, phase), PERIOD, 3)
+    assert result.rto_s is not None
+    error = result.rto_s - length
+    low, high = result.error_s
+    assert low - 1e-9 <= error <= high + 1e-9, f"{kind.value} {length:.3f}s: error {error * 1000:+.1f} ms"
+    assert abs(error) <= PERIOD + 2 * ANSWER + 1e-9
+
+
+def test_a_hang_shorter_than_the_probe_timeout_is_no_outage() -> None:
+    result = compute_rto(simulate(Outage.HUNG, 1.0, 1.0 + TIMEOUT - PERIOD), PERIOD, 3)
+    assert (result.first_failure, result.failed_probes) == (None, 0)
+    assert result.describe() == f"no outage seen in {result.total_probes} probes (period 50 ms)"
+
+
+def test_the_result_states_its_rule_and_error() -> None:
+    result = compute_rto(simulate(Outage.HUNG, 1.0, 2.0), PERIOD, 3)
+    assert result.error_s == pytest.approx((-PERIOD, PERIOD + 2 * ANSWER))
+    text = result.describe()
+    assert text.startswith("RTO 1.002s (error -50/+54 ms: from the schedule of the first failed probe")
+    assert "arrival of the first of 3 consecutive answers" in text
+    assert set(RtoResult.__dataclass_fields__) >= {"rto_s", "resolution_s", "first_failure", "recovered_at"}
 
 
 def ledger_with(acks: dict[int, float], attempted: int) -> WriteLedger:

@@ -6,7 +6,7 @@ import contextlib
 import datetime
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,26 @@ def header_grades(compliance: list[dict[str, Any]]) -> list[tuple[str, int, str]
         elif legacy:
             grades.append((str(entry.get("subject", "")), int(legacy.group(1)), legacy.group(2)))
     return grades
+
+
+def grade_summary(
+    compliance: list[dict[str, Any]], text: Callable[[str], str], bold: Callable[[str], str]
+) -> str | None:
+    """The header scores in words (``text`` escapes for the output format, ``bold`` marks a grade):
+    the two named scores (Observatory score of the entry route, worst-route score over every
+    fetched response), or for runs written before them the lowest grade."""
+    grades = header_grades(compliance)
+    if not grades:
+        return None
+    named = [g for g in grades if g[0].startswith(("Observatory score: ", "worst-route score: "))]
+    if named:
+        parts = []
+        for what, points, letter in named:
+            name, _, where = what.partition(": ")
+            parts.append(f"{text(name)} {bold(letter)} {points} on {text(where)}")
+        return "Header scores: " + "; ".join(parts)
+    what, points, letter = min(grades, key=lambda g: g[1])
+    return f"Header grade: {bold(letter)} (score {points}, lowest of {len(grades)} responses; worst on {text(what)})"
 
 
 def recovery_lines(experiment: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ from stackcheck.report import charts
 from stackcheck.report.common import (
     EVENT_LABELS,
     PERCENTILE_KEYS,
-    header_grades,
+    grade_summary,
     ms,
     recovery_lines,
     wall_clock,
@@ -157,13 +157,9 @@ def _compliance(entries: list[dict[str, Any]]) -> str:
     out = ['<section id="compliance"><h2>Compliance</h2>']
     if not entries:
         return out[0] + '<p class="empty">no compliance results</p></section>'
-    grades = header_grades(entries)
+    grades = grade_summary(entries, escape, lambda grade: f"<b>{escape(grade)}</b>")
     if grades:
-        worst = min(grades, key=lambda g: g[1])
-        out.append(
-            f'<p class="grade">Header grade: <b>{escape(worst[2])}</b> (score {worst[1]}, lowest of {len(grades)} '
-            f"responses; worst on {escape(worst[0])})</p>"
-        )
+        out.append(f'<p class="grade">{grades}</p>')
     else:
         out.append('<p class="grade empty">no header grade in this run</p>')
     headers = ("rule", "severity", "result", "subject", "evidence")

@@ -7,7 +7,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from stackcheck.report.common import PERCENTILE_KEYS, header_grades, ms, recovery_lines
+from stackcheck.report.common import PERCENTILE_KEYS, grade_summary, ms, recovery_lines
 from stackcheck.results import (
     COLUMNS,
     CheckStatus,
@@ -56,10 +56,9 @@ def render_summary(data: dict[str, Any], run_dir: Path) -> str:
     unjudged += [(w["area"], w["check"], f"WARNING ({w['severity']})", w["message"]) for w in findings_below_gate(data)]
     if unjudged:
         lines += ["", *md_table(("area", "check", "status", "reason"), unjudged)]
-    grades = header_grades(data["compliance"])
+    grades = grade_summary(data["compliance"], cell, lambda grade: f"**{cell(grade)}**")
     if grades:
-        worst = min(grades, key=lambda g: g[1])
-        lines += ["", f"Header grade: **{cell(worst[2])}** (score {worst[1]}, lowest of {len(grades)} responses)"]
+        lines += ["", grades]
     if data["load"]:
         rows: list[tuple[object, ...]] = []
         for run in data["load"]:

@@ -115,7 +115,7 @@ def test_summary_md_for_a_pull_request(make_run: MakeRun) -> None:
 def test_summary_md_for_a_clean_run(make_run: MakeRun) -> None:
     text = render(make_run("clean", load=[sample("load-run")]))[1].read_text()
     assert text.startswith("## \u2705 stackcheck PASS: run `20261122T000000Z-sample`\n\nNo objective breached")
-    assert "Header grade: **A+** (score 105, lowest of 6 responses)" in text
+    assert "Header grade: **A+** (score 105, lowest of 6 responses; worst on " in text
     assert "| smoke | 4.2 | 17.4 | 32.2 | 73.4 | 130.6 | 56.7 | 14 |" in text
     assert "| backend-kill | PASS | RTO 0.250 s (objective 5 s)" in text
     assert "junit.xml" not in text  # none written: no dead link
@@ -194,3 +194,21 @@ def test_not_evaluated_disabled_and_warnings_show_in_every_output(make_run: Make
         assert "HTTP/1.1 only" in out
         assert "headers-nosniff" in out
     assert "<td>NOT EVALUATED</td>" in html
+
+
+def test_the_two_header_scores_are_named_in_the_page_and_summary(make_run: MakeRun) -> None:
+    evidence = (
+        "gate worst-route >= 90: Observatory score 115 grade A+ on GET https://localhost/ -> 200 [csp: pass 0]; "
+        "worst-route score 30 grade D on error 404 (/nope) [x-frame-options: fail -20] of 3 responses"
+    )
+    entry = {"rule": "headers-grade", "area": "headers", "severity": "medium", "description": "grade",
+             "outcome": "fail", "subject": "https://localhost", "evidence": evidence}  # fmt: skip
+    html, md = (p.read_text() for p in render(make_run("clean", compliance=[entry])))
+    assert (
+        "Header scores: Observatory score <b>A+</b> 115 on GET https://localhost/ -&gt; 200; "
+        "worst-route score <b>D</b> 30 on error 404 (/nope)" in html
+    )
+    assert (
+        "Header scores: Observatory score **A+** 115 on GET https://localhost/ -&gt; 200; worst-route score **D** 30"
+        in md
+    )

@@ -98,16 +98,22 @@ def test_sigterm_mid_boot_removes_the_partial_stack(
     assert "interrupted (terminated by SIGTERM)" in command.output
 
 
-def test_sigterm_mid_check_removes_the_stack(
-    docker_client: docker.DockerClient, watch: RunWatch, tmp_path: Path
+@pytest.mark.parametrize(
+    "args",
+    [["check", "compliance"], ["load", "run", "--no-history", "--duration", "60"]],
+    ids=["check-compliance", "load-run"],
+)
+def test_sigterm_mid_run_removes_the_stack(
+    args: list[str], docker_client: docker.DockerClient, watch: RunWatch, tmp_path: Path
 ) -> None:
-    command = Command(["check", "compliance"], tmp_path / "out.log")
+    """Mid-run: the checks, or Locust's master and workers, are running against the booted stack."""
+    command = Command(args, tmp_path / "out.log")
     command.wait_for("the stack up", lambda: "up in" in command.output)
     run_id = str(new_run(docker_client, watch)())
-    time.sleep(1.0)  # the checks are running
+    time.sleep(3.0)  # the checks, or Locust, are running
     left, code = sigterm(command, docker_client, run_id, watch)
-    assert "results:" not in command.output, "the check had finished before the signal"
-    assert not left, f"{CLEAN_WITHIN_S:.0f}s after SIGTERM mid-check, run {run_id} still has {left}"
+    assert "results:" not in command.output, "the command had finished before the signal"
+    assert not left, f"{CLEAN_WITHIN_S:.0f}s after SIGTERM mid-run, run {run_id} still has {left}"
     assert code == 128 + signal.SIGTERM, command.output
 
 

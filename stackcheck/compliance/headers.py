@@ -68,8 +68,7 @@ def _fetch_surface(ctx: CheckContext) -> list[Observed | Missing]:
             response = client.get(route)
             seen.append(_observe(f"GET {route} -> {response.status_code}", response))
         if 404 in http.error_statuses:
-            response = client.get(http.not_found_path)
-            seen.append(_observe(f"error 404 ({http.not_found_path} -> {response.status_code})", response))
+            seen.append(_fetch_404(client, http.not_found_path))
         if 429 in http.error_statuses and http.rate_limited_path:
             seen.append(_provoke_429(client, http.rate_limited_path))
         if 502 in http.error_statuses and ctx.stack is not None:
@@ -84,6 +83,24 @@ def _fetch_surface(ctx: CheckContext) -> list[Observed | Missing]:
                 reason = f"GET {route} answered {response.status_code} with the upstreams stopped, not 5xx"
                 seen.append(Missing("error 502", reason))
     return seen
+
+
+def _fetch_404(client: httpx.Client, path: str, tries: int = 5, wait_s: float = 1.0) -> Observed | Missing:
+    """The 404 page of an unknown route; Missing when the edge answers something else, so that no
+    other answer (a 200 catch-all, a 429 from a limiter another check just drained) is judged as it.
+    A 429 is retried after ``wait_s``: the limiter refills, the route is still unknown."""
+    statuses: Counter[int] = Counter()
+    for attempt in range(tries):
+        response = client.get(path)
+        if response.status_code == 404:
+            return _observe(f"error 404 ({path} -> 404)", response)
+        statuses[response.status_code] += 1
+        if response.status_code != 429:
+            break
+        if attempt < tries - 1:
+            time.sleep(wait_s)
+    seen = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))
+    return Missing("error 404", f"GET {path} of an unknown route never answered 404 (statuses {seen})")
 
 
 def _provoke_429(client: httpx.Client, path: str, max_requests: int = 200, refill_s: float = 2.5) -> Observed | Missing:

@@ -107,6 +107,18 @@ def test_no_429_in_the_burst_is_missing_never_the_last_answer() -> None:
     assert len(sent) == 50
 
 
+def test_a_404_probe_answered_429_waits_for_the_limiter_and_never_judges_the_429() -> None:
+    handle, sent = counting_handler(lambda n: 429 if n <= 2 else 404)
+    with MockTarget(handle).http() as client:
+        got = headers._fetch_404(client, "/nope", wait_s=0)
+    assert isinstance(got, Observed)
+    assert (got.label, got.status, len(sent)) == ("error 404 (/nope -> 404)", 404, 3)
+    handle, sent = counting_handler(lambda _: 429)
+    with MockTarget(handle).http() as client:
+        missing = headers._fetch_404(client, "/nope", tries=3, wait_s=0)
+    assert missing == Missing("error 404", "GET /nope of an unknown route never answered 404 (statuses 429: 3)")
+
+
 def test_the_first_429_of_the_burst_is_the_429_page() -> None:
     handle, sent = counting_handler(lambda n: 429 if n >= 5 else 200)
     with MockTarget(handle).http() as client:
@@ -122,9 +134,12 @@ def test_an_edge_that_answers_200_everywhere_has_no_429_or_502_page_to_judge() -
     ctx = CheckContext(target, FakeStack(target=target), POLICY)  # type: ignore[arg-type]
     seen = headers.surface(ctx)
     missing = [s for s in seen if isinstance(s, Missing)]
-    assert [m.label for m in missing] == ["error 429", "error 502"]
-    assert missing[0].reason == "no 429 after 200 requests to /api/prompt-cards (statuses 200: 200)"
-    assert missing[1].reason == "GET /api/health answered 200 with the upstreams stopped, not 5xx"
+    assert [m.label for m in missing] == ["error 404", "error 429", "error 502"]
+    assert missing[0].reason == (
+        "GET /api/stackcheck-no-such-route of an unknown route never answered 404 (statuses 200: 1)"
+    )
+    assert missing[1].reason == "no 429 after 200 requests to /api/prompt-cards (statuses 200: 200)"
+    assert missing[2].reason == "GET /api/health answered 200 with the upstreams stopped, not 5xx"
 
 
 @pytest.mark.parametrize("rule", SURFACE_RULES, ids=[r.id for r in SURFACE_RULES])

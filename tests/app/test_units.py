@@ -228,3 +228,25 @@ def test_disabled_cache() -> None:
     c.invalidate(CARD)
     with pytest.raises(RuntimeError):
         c.ping()
+
+
+def test_concurrent_health_probes_share_one_run_of_the_checks() -> None:
+    """A burst of probes runs the dependency checks once per round: 20 concurrent callers, 1 run;
+    a caller after the run finished starts a new one (nothing is cached)."""
+    runs = 0
+
+    async def check() -> tuple[dict[str, Any], int]:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.05)
+        return {"status": health.HEALTHY}, 200
+
+    async def burst() -> list[tuple[dict[str, Any], int]]:
+        flight: health.SingleFlight[tuple[dict[str, Any], int]] = health.SingleFlight()
+        answers = await asyncio.gather(*(flight.run(check) for _ in range(20)))
+        answers.append(await flight.run(check))
+        return answers
+
+    answers = asyncio.run(burst())
+    assert runs == 2
+    assert all(a == ({"status": health.HEALTHY}, 200) for a in answers)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 # Checks run in their own small pool so a burst of health probes cannot starve request threads;
@@ -63,3 +65,21 @@ async def comprehensive(
     checks.sort(key=lambda c: order.get(c["name"], 99))
     status, code = overall(checks)
     return {"status": status, "timestamp": time.time(), "checks": checks}, code
+
+
+class SingleFlight(Generic[T]):
+    """Concurrent callers share one in-flight run. A burst of health probes (a load balancer, a
+    monitoring fan-out) then checks the dependencies once per round, not once per probe: one
+    check per probe exhausts the pool and the health pool's threads and reports the burst itself
+    as a database outage. Nothing is cached: a caller arriving after a run finished starts a new one."""
+
+    def __init__(self) -> None:
+        self._running: asyncio.Future[T] | None = None
+
+    async def run(self, start: Callable[[], Awaitable[T]]) -> T:
+        if self._running is None:
+            running = asyncio.ensure_future(start())
+            self._running = running
+            running.add_done_callback(lambda _: setattr(self, "_running", None))
+        # shield: a caller that disconnects does not cancel the run the others wait for
+        return await asyncio.shield(self._running)

@@ -124,8 +124,11 @@ async def comprehensive(request: Request) -> Response:
         probes["llm"] = llm
     else:
         static["llm"] = (health.DEGRADED, "no LLM configured")
-    body, code = await health.comprehensive(probes, timeout, static)
+    body, code = await _comprehensive_runs.run(lambda: health.comprehensive(probes, timeout, static))
     return JSONResponse(body, status_code=code)
+
+
+_comprehensive_runs: health.SingleFlight[tuple[dict[str, Any], int]] = health.SingleFlight()
 
 
 @router.get("/metrics")

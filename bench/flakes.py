@@ -1,6 +1,6 @@
 """Flake record: run the gate N times and tabulate every check's outcome per run.
 
-    flock /tmp/stackcheck-engine.lock .venv/bin/python bench/flakes.py --runs 10 --profile smoke
+    .venv/bin/python bench/flakes.py --runs 10 --profile smoke
     .venv/bin/python bench/flakes.py --from reports/RUN_A reports/RUN_B   # tabulate earlier runs
 
 Each run is a real ``stackcheck gate`` (its own stack, its own reports/<run-id>/results.json).

@@ -1,6 +1,6 @@
 """False positives of the load regression verdict on a quiet and on a busy machine.
 
-    flock /tmp/stackcheck-engine.lock .venv/bin/python bench/regression_noise.py [--runs 12]
+    .venv/bin/python bench/regression_noise.py [--runs 12]
 
 Nothing in these runs changes, so every REGRESSED (or IMPROVED) verdict is a false positive.
 Quiet: only the measured stack is up. Busy: a second stack is up and serves background traffic

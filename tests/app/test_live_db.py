@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -61,6 +62,23 @@ def _card(client: TestClient, **extra: Any) -> dict:
     assert r.status_code == 201, r.text
     assert r.headers["location"] == f"/api/prompt-cards/{r.json()['id']}"
     return r.json()
+
+
+def test_health_survives_pooled_connections_broken_earlier(client: TestClient) -> None:
+    """Connections killed under the pool (as a cut link or a server restart leaves them) are not an
+    outage: the comprehensive health's database check must still answer healthy at once."""
+    assert client.get("/api/health/comprehensive").status_code == 200  # the pool holds connections now
+    with psycopg.connect(DB or "", autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE usename = current_user AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchone()
+    assert killed is not None
+    assert killed[0] > 0
+    answers = [client.get("/api/health/comprehensive") for _ in range(3)]
+    checks = [{c["name"]: c["status"] for c in a.json()["checks"]} for a in answers]
+    assert [a.status_code for a in answers] == [200, 200, 200], checks
+    assert all(c["database"] == "healthy" for c in checks), checks
 
 
 def test_crud_roundtrip(client: TestClient) -> None:

@@ -337,17 +337,26 @@ class Database:
 
     # -- health ------------------------------------------------------------------------------
     def ping(self, which: str, timeout: float) -> str:
-        """SELECT 1 through the pool (so pool exhaustion shows up as unhealthy)."""
+        """SELECT 1 through the pool (so pool exhaustion shows up as unhealthy), within ``timeout``.
+        A pooled connection broken earlier (a cut link, a restarted server) is not the database
+        being down: it goes back to the pool, which replaces it, and the next one is tried."""
         pool = self.primary if which == "primary" else self.replica
         if pool is None:
             raise DatabaseUnavailable("not configured")
-        conn = pool.getconn(timeout=timeout)
-        try:
-            with _Deadline(conn, timeout):
-                conn.execute("SELECT 1")
-                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-                conn.rollback()
+        deadline = time.monotonic() + timeout
+        for _ in range(pool.max_size + 1):
+            conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.01))
+            try:
+                with _Deadline(conn, max(deadline - time.monotonic(), 0.01)):
+                    conn.execute("SELECT 1")
+                    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                    conn.rollback()
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            finally:
+                pool.putconn(conn)
             self._last_used[conn] = time.monotonic()
             return "in recovery" if row and row[0] else "primary"
-        finally:
-            pool.putconn(conn)
+        raise DatabaseUnavailable("no working database connection")

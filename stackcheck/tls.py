@@ -32,26 +32,28 @@ BACKDATE = datetime.timedelta(hours=1)
 Extensions = list[tuple[x509.ExtensionType, bool]]  # (extension, critical)
 
 
+def key_usage(ca: bool) -> x509.KeyUsage:
+    """A CA signs certificates and CRLs; a TLS server's (EC) key only signs the handshake."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def ca_extensions(
     key: CertificatePublicKeyTypes, issuer_key: CertificateIssuerPublicKeyTypes | None = None
 ) -> Extensions:
     """A CA's extensions; ``issuer_key`` None for a self-signed root (which needs no authority key id)."""
     out: Extensions = [
         (x509.BasicConstraints(ca=True, path_length=None), True),
-        (
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            True,
-        ),
+        (key_usage(ca=True), True),
         (x509.SubjectKeyIdentifier.from_public_key(key), False),
     ]
     if issuer_key is not None:
@@ -75,20 +77,7 @@ def leaf_extensions(
     """A TLS server certificate's extensions: the names (not critical: the subject is not empty), serverAuth."""
     return [
         (x509.BasicConstraints(ca=False, path_length=None), True),
-        (
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            True,
-        ),
+        (key_usage(ca=False), True),
         (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
         (san(hostnames), False),
         (x509.SubjectKeyIdentifier.from_public_key(key), False),

@@ -370,6 +370,8 @@ class Stack:
                 kwargs["user"] = svc.user
             if svc.privileged:
                 kwargs["privileged"] = True
+            if svc.sysctls:
+                kwargs["sysctls"] = dict(svc.sysctls)
             for mount in svc.mounts:
                 host_path, target, *mode = mount.split(":")
                 container.with_volume_mapping(host_path, target, mode[0] if mode else "rw")

@@ -66,6 +66,7 @@ class ServiceSpec:
     user: str | None = None
     privileged: bool = False
     mounts: tuple[str, ...] = ()  # host bind mounts "HOST:CONTAINER[:ro|rw]"
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # the container's own network namespace only
 
     def instances(self) -> list[str]:
         return [self.name] if self.replicas == 1 else [f"{self.name}-{i}" for i in range(1, self.replicas + 1)]
@@ -284,7 +285,7 @@ def _service(svcs: _Reader, name: str, networks: Mapping[str, NetworkSpec], path
     svc.only({
         "image", "networks", "env", "files", "ports", "command", "depends_on", "replicas", "ready",
         "ready_timeout_s", "read_only", "tmpfs", "memory", "cpus", "cap_drop", "cap_add", "user",
-        "privileged", "mounts",
+        "privileged", "mounts", "sysctls",
     })  # fmt: skip
     nets = svc.table("networks")
     if not nets.data:
@@ -362,7 +363,22 @@ def _service(svcs: _Reader, name: str, networks: Mapping[str, NetworkSpec], path
         user=svc.get("user", str),
         privileged=svc.get("privileged", bool, False),
         mounts=_mounts(svc),
+        sysctls=_sysctls(svc),
     )
+
+
+def _sysctls(svc: _Reader) -> dict[str, str]:
+    table = svc.table("sysctls")
+    for key in table.data:
+        # net.* is per network namespace: any other key would change the host or fail at create.
+        if not key.startswith("net."):
+            raise table.fail(
+                key,
+                "is not a net.* sysctl of the container's own namespace",
+                'use e.g. "net.ipv4.tcp_syn_retries" = "2"',
+            )
+        table.get(key, str, required=True)
+    return dict(table.data)
 
 
 def _mounts(svc: _Reader) -> tuple[str, ...]:

@@ -59,10 +59,11 @@ def take_over_name(stack: Stack, name: str, service: str, network: str = "intern
     no timeout, and every change of a proxy (update, delete) waits for that loop. Once the primary
     is dead its name is unknown to Docker's DNS, the lookups are forwarded and some stall for the
     resolver's full 5 s timeout, so a proxy change then blocks for up to that long. With the name
-    moved, lookups are answered at once again and Toxiproxy is never touched. Still open: a dial
-    that raced the kill (Docker's DNS briefly answers the dead address) can hold the accept loop,
-    and so the link, until the kernel gives up on the SYN. ``service`` is reconnected to
-    ``network``: its connections on that network drop (clients reconnect)."""
+    moved, lookups are answered at once again and Toxiproxy is never touched. A dial that raced
+    the kill (Docker's DNS answers the dead address for about a second) holds the accept loop, and
+    so the link, until the kernel gives up on the SYN: the proxy's ``net.ipv4.tcp_syn_retries``
+    in the stack file bounds that. ``service`` is reconnected to ``network``: its connections on
+    that network drop (clients reconnect)."""
     handle = stack.service(service)
     aliases = network_aliases(stack, handle, network)
     net = stack.docker_network(network)

@@ -37,6 +37,8 @@ def test_reference_stack_parses_into_typed_objects() -> None:
     assert spec.services["redis"].ready is stackfile.Readiness.HEALTHCHECK
     assert spec.objectives.load["default"].p95_ms == 500
     assert spec.objectives.chaos["primary-kill"].rto_s == 30
+    assert spec.services["toxiproxy"].sysctls == {"net.ipv4.tcp_syn_retries": "2"}
+    assert spec.services["redis"].sysctls == {}
 
 
 def test_start_order_respects_dependencies() -> None:
@@ -85,6 +87,16 @@ def test_start_order_respects_dependencies() -> None:
         (lambda d: d["services"]["redis"].update(memory="lots"), "must look like 256m", "256m"),
         (lambda d: d["services"]["redis"].update(ready="eventually"), "ready\\] must be one of", "healthcheck"),
         (lambda d: d.update(extras={}), r"\[extras\] is not a known key", "services"),
+        (
+            lambda d: d["services"]["redis"].update(sysctls={"kernel.shmmax": "1"}),
+            r"\[services\.redis\.sysctls\.kernel\.shmmax\] is not a net\.\* sysctl",
+            "net.ipv4",
+        ),
+        (
+            lambda d: d["services"]["redis"].update(sysctls={"net.ipv4.tcp_syn_retries": 2}),
+            r"\[services\.redis\.sysctls\.net\.ipv4\.tcp_syn_retries\] must be str",
+            "str",
+        ),
         (lambda d: d["links"]["backend->redis"].update(listen=15432), "two links share a listen port", "listen"),
         (
             lambda d: d.update(disabled={"primary-failover": ""}),

@@ -143,13 +143,20 @@ class Experiment:
 
     def await_recovery(self, timeout_s: float) -> bool:
         assert self._rto is not None
-        recovered = self._rto.wait_for_recovery(timeout_s)
+        recovered = self._rto.wait_for_recovery(timeout_s, self._fault_start())
         if not recovered:
             self._deviations.append(f"not recovered within {timeout_s:g}s")
         return recovered
 
+    def _fault_start(self) -> float | None:
+        """When the first fault began: the outage the RTO measures starts no earlier."""
+        starts = self.journal.find(EventKind.FAULT_START)
+        return min(e.mono for e in starts) if starts else None
+
     def finish(self) -> ExperimentResult:
-        rto = self._rto.result() if self._rto is not None else None
+        rto = self._rto.result(self._fault_start()) if self._rto is not None else None
+        if rto is not None and rto.failed_before:
+            self.observe(f"{rto.failed_before} probes failed before the fault began (not counted as the outage)")
         if rto is not None and rto.first_failure is not None:
             self.journal.events.append(
                 Event(EventKind.FIRST_ERROR, "first failed probe", rto.first_failure, _wall(rto.first_failure))

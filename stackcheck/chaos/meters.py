@@ -69,6 +69,7 @@ class RtoResult:
     total_probes: int
     k: int
     answer_latency_s: float | None  # median latency of the successful probes; None: none succeeded
+    failed_before: int = 0  # probes that failed before ``since`` (the fault): not part of the outage
 
     @property
     def recovered(self) -> bool:
@@ -95,22 +96,28 @@ class RtoResult:
         return f"RTO {self.rto_s:.3f}s ({rule}; {failed})"
 
 
-def compute_rto(samples: Iterable[ProbeSample], period: float, k: int) -> RtoResult:
+def compute_rto(samples: Iterable[ProbeSample], period: float, k: int, since: float | None = None) -> RtoResult:
+    """RTO of the first outage that starts at or after ``since`` (the fault's start): a probe that
+    failed before the fault (a loaded host) is counted apart, never taken for the outage's start,
+    so that a blip before the fault cannot end "recovered" before the fault began."""
     ordered = sorted(samples, key=lambda s: s.scheduled)
-    first = next((i for i, s in enumerate(ordered) if not s.ok), None)
-    first_failure = None if first is None else ordered[first].scheduled
+    early = [s for s in ordered if since is not None and s.scheduled < since]
+    judged = ordered[len(early) :]
+    first = next((i for i, s in enumerate(judged) if not s.ok), None)
+    first_failure = None if first is None else judged[first].scheduled
     recovered_at = None
     if first is not None:
-        for i in range(first + 1, len(ordered) - k + 1):
-            run = ordered[i : i + k]
+        for i in range(first + 1, len(judged) - k + 1):
+            run = judged[i : i + k]
             if all(s.ok for s in run):
                 recovered_at = min(s.arrived for s in run)
                 break
     rto = recovered_at - first_failure if first_failure is not None and recovered_at is not None else None
     latencies = [s.latency for s in ordered if s.ok]
     latency = statistics.median(latencies) if latencies else None
-    failed = sum(not s.ok for s in ordered)
-    return RtoResult(rto, period, first_failure, recovered_at, failed, len(ordered), k, latency)
+    failed = sum(not s.ok for s in judged)
+    failed_before = sum(not s.ok for s in early)
+    return RtoResult(rto, period, first_failure, recovered_at, failed, len(judged), k, latency, failed_before)
 
 
 class RtoMeter:
@@ -157,19 +164,19 @@ class RtoMeter:
         self._thread.join()
         self._pool.shutdown(wait=True)
 
-    def wait_for_recovery(self, timeout_s: float) -> bool:
+    def wait_for_recovery(self, timeout_s: float, since: float | None = None) -> bool:
         """Block until the last K probes succeeded after a failure (or timeout); True when recovered."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.result().recovered_at is not None:
+            if self.result(since).recovered_at is not None:
                 return True
             time.sleep(self.period)
         return False
 
-    def result(self) -> RtoResult:
+    def result(self, since: float | None = None) -> RtoResult:
         with self._lock:
             samples = list(self.samples)
-        return compute_rto(samples, self.period, self.k)
+        return compute_rto(samples, self.period, self.k, since)
 
 
 # -- RPO ------------------------------------------------------------------------------------------

@@ -54,6 +54,20 @@ def test_rto_runs_from_first_failure_due_to_first_of_k_answers_arrived() -> None
     assert result.answer_latency_s == pytest.approx(ANSWER)
 
 
+def test_a_failure_before_the_fault_is_not_the_outage() -> None:
+    """A probe that failed on a loaded host before the fault (seen in a primary-failover run): the
+    old rule started the outage there and found "recovery" before the fault began."""
+    pattern = ".x......" + "xxxxxxxxxx" + "...."  # blip at 0.05 s; the fault starts at 0.40 s
+    old = compute_rto(series(pattern), PERIOD, k=3)
+    assert old.first_failure == pytest.approx(0.05)  # without the fault's start: the blip
+    assert old.recovered_at is not None
+    assert old.recovered_at < 0.4
+    result = compute_rto(series(pattern), PERIOD, k=3, since=0.4)
+    assert result.first_failure == pytest.approx(0.4)
+    assert result.rto_s == pytest.approx(0.5 + ANSWER)
+    assert (result.failed_probes, result.failed_before) == (10, 1)
+
+
 def test_a_flap_shorter_than_k_is_not_recovery() -> None:
     result = compute_rto(series("..xx..x...."), PERIOD, k=3)
     assert result.recovered_at == pytest.approx(7 * PERIOD + ANSWER)

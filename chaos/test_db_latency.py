@@ -21,7 +21,10 @@ ADDED_MS = 200
 # (impact +1197..+1605 ms: 6 to 8 round trips), after minus before -3..+2 ms.
 ROUND_TRIPS = 6  # POST /api/prompt-cards on a warm pooled connection: see tests/integration/test_load.py
 IMPACT_TOLERANCE = 0.05  # 6 x 200 ms - 5 % = 1140 ms, under the lowest impact measured (1197 ms)
-RECOVERY_SLACK_MS = 15.0  # 5 x the largest after-before p95 difference measured (3 ms)
+# "Back to normal" compares medians: a fault left behind shifts every request (5 ms left on the
+# link: +30 ms, 6 round trips), while the p95 of a 4 s window on a shared 2-core host moved by
+# +15 ms with nothing left behind (a flake-record run: before 18 ms, after 33 ms).
+RECOVERY_SLACK_MS = 15.0  # 5 x the largest after-before difference measured on a quiet host (3 ms)
 
 Inject = Callable[[LinkHandle, int, Journal], AbstractContextManager[object]]
 
@@ -44,6 +47,8 @@ def db_latency(stack: Stack, exp: Experiment, inject: Inject = _latency) -> Expe
     assert before.p95_ms is not None
     assert during.p95_ms is not None
     assert after.p95_ms is not None
+    assert before.p50_ms is not None
+    assert after.p50_ms is not None
     impact, min_impact = during.p95_ms - before.p95_ms, ROUND_TRIPS * ADDED_MS * (1 - IMPACT_TOLERANCE)
     exp.observe(f"p95 impact of +{ADDED_MS} ms on {LINK}: {impact:+.0f} ms")
     exp.verify(
@@ -53,10 +58,10 @@ def db_latency(stack: Stack, exp: Experiment, inject: Inject = _latency) -> Expe
         f"the added latency shows in p95 (>= {min_impact:.0f} ms)",
         lambda: None if impact >= min_impact else f"impact {impact:+.0f} ms",
     )
-    limit = before.p95_ms + RECOVERY_SLACK_MS
+    limit = before.p50_ms + RECOVERY_SLACK_MS
     exp.verify(
-        f"p95 back to normal after the fault (<= before + {RECOVERY_SLACK_MS:.0f} ms)",
-        lambda: None if after.p95_ms <= limit else f"p95 {after.p95_ms:.0f} ms > {limit:.0f} ms",
+        f"median back to normal after the fault (<= before + {RECOVERY_SLACK_MS:.0f} ms)",
+        lambda: None if after.p50_ms <= limit else f"median {after.p50_ms:.0f} ms > {limit:.0f} ms",
     )
     exp.traffic = traffic.errors_per_second()
     return exp.finish()

@@ -60,5 +60,5 @@ def test_db_latency_fails_when_latency_is_left_on_the_link(stack: Stack, residua
         result = db_latency(stack, Experiment("db-latency", stack), inject)
     print(f"\n{result.summary()}")
     [breach] = result.breaches
-    assert breach.startswith("p95 back to normal after the fault"), result.breaches
+    assert breach.startswith("median back to normal after the fault"), result.breaches
     assert stack.toxiproxy.get("backend->postgres-primary").toxics == ()

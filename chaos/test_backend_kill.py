@@ -3,8 +3,8 @@
 import time
 
 import pytest
+from stackcheck.fixtures.chaos import assert_passed
 
-from fixtures.chaos import assert_passed
 from stackcheck.chaos import faults
 from stackcheck.chaos.experiment import http_probe
 from stackcheck.chaos.workloads import Traffic, list_cards

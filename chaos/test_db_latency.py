@@ -6,8 +6,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import pytest
+from stackcheck.fixtures.chaos import assert_passed
 
-from fixtures.chaos import assert_passed
 from stackcheck.chaos import faults
 from stackcheck.chaos.experiment import Experiment, ExperimentResult
 from stackcheck.chaos.journal import Journal

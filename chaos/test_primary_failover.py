@@ -6,8 +6,8 @@ measured with a write ledger."""
 import time
 
 import pytest
+from stackcheck.fixtures.chaos import assert_passed
 
-from fixtures.chaos import assert_passed
 from stackcheck.chaos import faults, postgres
 from stackcheck.chaos.experiment import http_probe
 from stackcheck.chaos.workloads import ApiLedger

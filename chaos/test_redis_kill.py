@@ -5,8 +5,8 @@ judged against the stack file's RPO objective."""
 import time
 
 import pytest
+from stackcheck.fixtures.chaos import assert_passed
 
-from fixtures.chaos import assert_passed
 from stackcheck.chaos import faults
 from stackcheck.chaos.experiment import Experiment, ExperimentResult, http_probe
 from stackcheck.chaos.workloads import RedisLedger

@@ -4,8 +4,8 @@ reads stay served (or fail clearly), and the replica catches up after the partit
 import time
 
 import pytest
+from stackcheck.fixtures.chaos import assert_passed
 
-from fixtures.chaos import assert_passed
 from stackcheck.chaos import faults, postgres
 from stackcheck.chaos.workloads import Traffic, create_card, list_cards
 

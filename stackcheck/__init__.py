@@ -1,6 +1,6 @@
 """stackcheck: verify, load and break containerized service stacks.
 
-The plain-Python API (pytest fixtures in ``fixtures/`` wrap it):
+The plain-Python API (the pytest plugin ``stackcheck.fixtures`` wraps it):
 
     from stackcheck import LoadRun, Policy, Stack, faults
     from stackcheck.compliance.runner import CheckContext, run
@@ -11,10 +11,10 @@ The plain-Python API (pytest fixtures in ``fixtures/`` wrap it):
         with faults.latency(stack.link("backend->postgres-primary"), 200):
             report = LoadRun.for_stack(stack, profiles.get("smoke")).run()
 
-Importing the package applies its testcontainers defaults (see ``stackcheck.tcdefaults``).
+Importing the package reads no file and changes nothing; the testcontainers defaults
+(``stackcheck.tcdefaults``) are applied when stackcheck first talks to the engine.
 """
 
-from stackcheck import tcdefaults
 from stackcheck.chaos import faults
 from stackcheck.chaos.experiment import Experiment, ExperimentResult
 from stackcheck.chaos.meters import RtoMeter, WriteLedger
@@ -35,8 +35,6 @@ from stackcheck.images import Catalog, ImageBuilder
 from stackcheck.load import LoadReport, LoadRun
 from stackcheck.stack import Stack
 from stackcheck.target import HttpTarget
-
-tcdefaults.apply()
 
 __all__ = [
     "Catalog",

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from stackcheck import engine, images, interrupt
+from stackcheck import engine, images, interrupt, resources
 from stackcheck.compliance import runner as compliance_runner
 from stackcheck.compliance.model import Area, Outcome, Policy, Severity
 from stackcheck.compliance.runner import CheckContext
@@ -117,8 +117,17 @@ def cmd_check_compliance(args: argparse.Namespace) -> int:
     return 1 if breaches else 0
 
 
-# Area -> (suite folder, pytest marker) run by the gate.
-GATE_AREAS = {"compliance": ("suites", "compliance"), "load": ("load", "load"), "chaos": ("chaos", "chaos")}
+GATE_AREAS = ("compliance", "load", "chaos")  # each a product suite and its pytest marker
+
+
+def _pytest_child(paths: Sequence[Path | str], run_dir: Path, stack: str) -> list[str]:
+    """pytest on the installed product suites, with stackcheck's own configuration wherever it runs."""
+    ini = resources.package_dir("stackcheck.suites") / "gate.ini"
+    return [
+        sys.executable, "-m", "pytest", *map(str, paths), "-c", str(ini),
+        "--rootdir", str(Path.cwd()), "--stack", str(Path(stack).resolve()), "--report-dir", str(run_dir),
+        "--junitxml", str(run_dir / "junit.xml"), "-p", "stackcheck.interrupt", "-q", "-rfE",
+    ]  # fmt: skip
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -134,20 +143,17 @@ def cmd_gate(args: argparse.Namespace) -> int:
     started = time.monotonic()
     images.ImageBuilder(engine.client(), offline=args.offline, progress=_say).build()
     phase("images", started)
-    run_dir = (images.REPO_ROOT / "reports" / new_run_id()).resolve()
+    run_dir = (Path(REPORTS_DIR) / new_run_id()).resolve()
     areas = args.area or list(GATE_AREAS)
-    markers = f"({' or '.join(GATE_AREAS[a][1] for a in areas)})" + (" and not slow" if args.profile == "smoke" else "")
-    pytest_args = [
-        sys.executable, "-m", "pytest", *(GATE_AREAS[a][0] for a in areas), "-m", markers,
-        "--stack", str(Path(args.stack).resolve()), "--report-dir", str(run_dir),
-        "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider", "-p", "stackcheck.interrupt", "-q", "-rfE",
-    ]  # fmt: skip
+    markers = f"({' or '.join(areas)})" + (" and not slow" if args.profile == "smoke" else "")
+    suites = resources.product_suites()
+    pytest_args = [*_pytest_child([suites[a] for a in areas], run_dir, args.stack), "-m", markers]
     if args.policy:
         pytest_args += ["--policy", str(Path(args.policy).resolve())]
     if args.fail_on:
         pytest_args += ["--fail-on", args.fail_on]
     started = time.monotonic()
-    code = interrupt.run_child(pytest_args, images.REPO_ROOT)
+    code = interrupt.run_child(pytest_args, Path.cwd())
     phase("suites", started)
     data = load_results(run_dir / "results.json")
     _say(f"\nstackcheck gate ({args.profile}) on {args.stack}: {data['verdict'].upper()}\n{results_table(data)}")
@@ -174,14 +180,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     from stackcheck.report.drill import render_drill
 
-    run_dir = (images.REPO_ROOT / "reports" / f"{new_run_id()}-drill-{args.scenario}").resolve()
-    pytest_args = [
-        sys.executable, "-m", "pytest", SCENARIO_TESTS[args.scenario], "--stack", str(Path(args.stack).resolve()),
-        "--report-dir", str(run_dir), "--junitxml", str(run_dir / "junit.xml"), "-p", "no:cacheprovider",
-        "-p", "stackcheck.interrupt", "-q", "-rfE",
-    ]  # fmt: skip
+    run_dir = (Path(REPORTS_DIR) / f"{new_run_id()}-drill-{args.scenario}").resolve()
+    test_file = resources.product_suites()["chaos"] / Path(SCENARIO_TESTS[args.scenario]).name
+    pytest_args = _pytest_child([test_file], run_dir, args.stack)
     _say(f"drill {args.scenario}: {' '.join(pytest_args[1:])}")
-    code = interrupt.run_child(pytest_args, images.REPO_ROOT)
+    code = interrupt.run_child(pytest_args, Path.cwd())
     html, markdown, met = render_drill(run_dir, args.scenario, args.operator)
     _say(f"\ndrill {args.scenario}: {'objectives met' if met else 'OBJECTIVE BREACHED'}")
     _say(f"record: {html}\n        {markdown}")
@@ -334,9 +337,7 @@ def parser() -> argparse.ArgumentParser:
     which = report.add_mutually_exclusive_group()
     which.add_argument("run_id", nargs="?", help="the run under --reports-dir (default: the latest run)")
     which.add_argument("--latest", action="store_true", help="the most recent run (the default)")
-    report.add_argument(
-        "--reports-dir", default=str(images.REPO_ROOT / REPORTS_DIR), help="where runs are (default: reports/)"
-    )
+    report.add_argument("--reports-dir", default=REPORTS_DIR, help="where runs are (default: reports/)")
     report.set_defaults(func=cmd_report)
 
     drill = sub.add_parser("drill", help="run one chaos scenario as a DR drill and write its record (drill.html/.md)")

@@ -17,6 +17,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from stackcheck import tcdefaults
 from stackcheck.errors import EngineError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -36,7 +37,10 @@ def docker_host() -> str:
 
 
 def client(timeout: int = 120) -> docker.DockerClient:
-    """A Docker SDK client for the configured engine; raises EngineError when it does not answer."""
+    """A Docker SDK client for the configured engine; raises EngineError when it does not answer.
+
+    The first call applies stackcheck's testcontainers defaults (loopback, reaper image)."""
+    tcdefaults.apply()
     try:
         cli = docker.DockerClient(base_url=docker_host(), timeout=timeout)
         cli.ping()

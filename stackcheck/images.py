@@ -29,13 +29,17 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from stackcheck import resources
 from stackcheck.errors import ImageBuildError, ImageError, ImageMissingError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CATALOG = Path(os.environ.get("STACKCHECK_IMAGES", REPO_ROOT / "stacks" / "images" / "images.toml"))
 LABEL = "org.stackcheck"
 IGNORED = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 Progress = Callable[[str], None]
+
+
+def catalog_path() -> Path:
+    """The shipped catalog, or the one ``STACKCHECK_IMAGES`` names."""
+    return Path(os.environ.get("STACKCHECK_IMAGES") or resources.stacks_dir() / "images" / "images.toml")
 
 
 class BuildStatus(Enum):
@@ -77,7 +81,8 @@ class Catalog:
     images: dict[str, ImageSpec] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: Path = CATALOG) -> Catalog:
+    def load(cls, path: Path | None = None) -> Catalog:
+        path = path or catalog_path()
         try:
             data = tomllib.loads(path.read_text())
             base = BaseSpec(**data["base"])
@@ -301,7 +306,7 @@ class ImageBuilder:
         if not (spec.context / "Dockerfile").is_file():
             raise ImageBuildError(
                 f"image {spec.name}: no Dockerfile in {spec.context}",
-                f"add {spec.context / 'Dockerfile'} or fix `context` of [image.{spec.name}] in {CATALOG}",
+                f"add {spec.context / 'Dockerfile'} or fix `context` of [image.{spec.name}] in {catalog_path()}",
             )
         with tempfile.TemporaryDirectory(prefix=f"stackcheck-ctx-{spec.name}-") as tmp:
             ctx = Path(tmp)

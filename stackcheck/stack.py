@@ -38,7 +38,7 @@ from testcontainers.core.container import DockerContainer, Reaper
 from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy, HealthcheckWaitStrategy
 
-from stackcheck import engine, images, stackfile
+from stackcheck import engine, images, resources, stackfile
 from stackcheck.errors import StackcheckError, StackError
 from stackcheck.stackfile import PLACEHOLDER, LinkSpec, Readiness, ServiceSpec, StackSpec
 from stackcheck.target import HttpTarget
@@ -50,7 +50,7 @@ STACK_LABEL = "org.stackcheck.stack"
 SERVICE_LABEL = "org.stackcheck.service"
 KEPT_LABEL = "org.stackcheck.kept"  # left running on purpose (`stackcheck up`, --keep-stack): no reaper
 RUNS_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stackcheck" / "runs"
-DEFAULT_STACK = images.REPO_ROOT / "stacks" / "promptcard" / "stack.toml"
+DEFAULT_STACK = resources.reference_stack()
 TOXIPROXY_API_PORT = 8474
 # Synthetic traffic (load runs, chaos probes) carries the run's "load-token" secret in this
 # header; the reference edge exempts it from per-client rate limits (see promptcard.conf).

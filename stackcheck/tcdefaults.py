@@ -1,4 +1,5 @@
-"""testcontainers defaults for stackcheck, applied on import, each overridable by the user's env.
+"""testcontainers defaults for stackcheck, applied when it first talks to the engine, each
+overridable by the user's env.
 
 - Connection mode ``docker_host`` and host ``127.0.0.1``: machines with ``/.dockerenv`` make
   testcontainers guess it runs inside a container and aim at the bridge gateway instead.
@@ -18,8 +19,9 @@ LOOPBACK = "127.0.0.1"
 _RYUK_ENV = ("TESTCONTAINERS_RYUK_CONTAINER_IMAGE", "RYUK_CONTAINER_IMAGE")
 
 
+@functools.cache
 def apply() -> None:
-    """Idempotent; safe to call before or after testcontainers is imported."""
+    """Once per process; safe to call before or after testcontainers is imported."""
     os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
     os.environ.setdefault("TC_HOST", LOOPBACK)
 

@@ -1,8 +1,8 @@
 """PostgreSQL and Redis hardening, read from the running servers."""
 
 import pytest
+from stackcheck.fixtures.compliance import test_rule  # noqa: F401  (the per-rule test, collected here)
 
-from fixtures.compliance import test_rule  # noqa: F401  (the per-rule test, collected here)
 from stackcheck.compliance.model import Area
 
 pytestmark = pytest.mark.compliance

@@ -15,10 +15,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from stackcheck import resources
 from stackcheck.errors import PolicyError
-from stackcheck.images import REPO_ROOT
 
-DEFAULT_POLICY = REPO_ROOT / "policies" / "default.toml"
+DEFAULT_POLICY = resources.default_policy()
 ParamValue = bool | int | float | str | list[Any] | dict[str, Any]
 
 

@@ -22,10 +22,9 @@ from typing import Any
 
 import psycopg
 
-from stackcheck.images import REPO_ROOT
 from stackcheck.load.errors import HistoryError
 
-DEFAULT_HISTORY = REPO_ROOT / "reports" / "history.sqlite"
+DEFAULT_HISTORY = Path("reports") / "history.sqlite"  # under the directory stackcheck runs in
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS load_runs (

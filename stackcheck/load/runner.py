@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from stackcheck.images import REPO_ROOT
+from stackcheck import resources
 from stackcheck.load import objectives as objectives_mod
 from stackcheck.load.errors import LoadError
 from stackcheck.load.history import History, Machine, RunRecord, git_revision
@@ -42,8 +42,8 @@ from stackcheck.stack import Stack
 from stackcheck.stackfile import LoadObjective
 from stackcheck.target import HttpTarget
 
-LOCUSTFILE = REPO_ROOT / "load" / "locustfile.py"
-REPORTS = REPO_ROOT / "reports"
+LOCUSTFILE = resources.product_suites()["load"] / "locustfile.py"
+REPORTS = Path("reports")  # under the directory stackcheck runs in
 STARTUP_TIMEOUT_S = 60.0  # master up, workers connected, data seeded
 STOP_GRACE_S = 45.0  # users finish in-flight requests, the master sweeps the run's data
 

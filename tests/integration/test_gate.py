@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stackcheck.images import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from stackcheck.images import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
-PLUGINS = ("fixtures.stack", "fixtures.compliance", "fixtures.chaos", "fixtures.load", "fixtures.report")
+PLUGINS = (
+    "stackcheck.fixtures.stack",
+    "stackcheck.fixtures.compliance",
+    "stackcheck.fixtures.chaos",
+    "stackcheck.fixtures.load",
+    "stackcheck.fixtures.report",
+)
 STACK = """
 [stack]
 name = "tiny"
@@ -25,7 +31,6 @@ ports = [8080]
 
 @pytest.fixture
 def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     plugins = " ".join(f"-p {p}" for p in PLUGINS)
     pytester.makeini(f"[pytest]\naddopts = -p no:cacheprovider {plugins}\n")
     pytester.makefile(".toml", stack=STACK)
@@ -33,7 +38,7 @@ def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Py
 
 
 def gate(run: pytest.Pytester, *args: str) -> dict:  # type: ignore[type-arg]
-    run.runpytest_subprocess("--stack", "stack.toml", "--report-dir", "out/run", *args)
+    run.runpytest_subprocess("--stack", "stack.toml", "--report-dir", "out/run", str(run.path), *args)
     return json.loads(Path(run.path / "out/run/results.json").read_text())  # type: ignore[no-any-return]
 
 
@@ -129,10 +134,11 @@ def test_a_disabled_rule_without_a_reason_is_one_clear_error(run: pytest.Pyteste
     policy.write_text("[rules.tls-alpn-h2]\nenabled = false\n")
     run.mkdir("suites")
     (run.path / "suites" / "test_tls.py").write_text(
-        "from fixtures.compliance import test_rule  # noqa: F401\nfrom stackcheck.compliance.model import Area\n"
+        "from stackcheck.fixtures.compliance import test_rule  # noqa: F401\n"
+        "from stackcheck.compliance.model import Area\n"
         "AREA = Area.TLS\n"
     )
-    result = run.runpytest_subprocess("--stack", "stack.toml", "--policy", str(policy), "--collect-only")
+    result = run.runpytest_subprocess("--stack", "stack.toml", "--policy", str(policy), "--collect-only", str(run.path))
     result.stdout.fnmatch_lines(["*[[]rules.tls-alpn-h2[]] is disabled without a reason*"])
     assert result.ret != 0
 
@@ -143,7 +149,8 @@ def test_an_area_whose_rules_are_all_disabled_is_not_a_check_of_its_own(run: pyt
     policy.write_text("".join(f'[rules.{r}]\nenabled = false\nreason = "measured elsewhere"\n' for r in rules))
     run.mkdir("suites")
     (run.path / "suites" / "test_rate_limits.py").write_text(
-        "from fixtures.compliance import test_rule  # noqa: F401\nfrom stackcheck.compliance.model import Area\n"
+        "from stackcheck.fixtures.compliance import test_rule  # noqa: F401\n"
+        "from stackcheck.compliance.model import Area\n"
         "AREA = Area.RATE_LIMITS\n"
     )
     results = gate(run, "--policy", str(policy))

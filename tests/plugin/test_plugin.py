@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
+from stackcheck.fixtures.plugin import MARKERS
 
-from stackcheck.images import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 REQUIRED_MARKERS = {"compliance", "load", "chaos", "drill", "gpu", "slow"}
 
 
 @pytest.fixture
-def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    markers = "\n    ".join(pyproject["tool"]["pytest"]["ini_options"]["markers"])
-    pytester.makeini(f"[pytest]\naddopts = --strict-markers -p fixtures.stack\nmarkers =\n    {markers}\n")
+def run(pytester: pytest.Pytester) -> pytest.Pytester:
+    # Nothing but the installed package: the plugin comes from its pytest11 entry point.
+    pytester.makeini("[pytest]\naddopts = --strict-markers\n")
     return pytester
 
 
@@ -36,11 +36,11 @@ def test_markers_are_registered_and_strict(run: pytest.Pytester) -> None:
     assert result.ret != 0
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert "--strict-markers" in pyproject["addopts"]
-    assert {m.split(":")[0] for m in pyproject["markers"]} >= REQUIRED_MARKERS
+    assert set(MARKERS) >= REQUIRED_MARKERS
 
 
 def test_external_target_boots_nothing_and_container_checks_skip(run: pytest.Pytester) -> None:
-    run.makepyfile(
+    tests = run.makepyfile(
         """
         def test_http_level(target):
             assert target.base_url == "https://staging.example.test"
@@ -50,7 +50,7 @@ def test_external_target_boots_nothing_and_container_checks_skip(run: pytest.Pyt
             raise AssertionError("must not run against an external target")
         """
     )
-    result = run.runpytest_subprocess("--target", "https://staging.example.test", "-rs")
+    result = run.runpytest_subprocess("--target", "https://staging.example.test", "-rs", tests)
     result.stdout.fnmatch_lines(
         [
             "stackcheck target: https://staging.example.test (external: container-level checks skip)",
@@ -68,14 +68,14 @@ def test_report_header_names_the_stack(run: pytest.Pytester) -> None:
 
 def test_a_bad_stack_file_is_one_clear_error(run: pytest.Pytester) -> None:
     run.makefile(".toml", bad="[stack]\nname = 'x'\n")
-    run.makepyfile("def test_needs_stack(stack): pass")
-    result = run.runpytest_subprocess("--stack", "bad.toml")
+    tests = run.makepyfile("def test_needs_stack(stack): pass")
+    result = run.runpytest_subprocess("--stack", "bad.toml", tests)
     result.stdout.fnmatch_lines(["*unreadable: StackFileError*", "*StackFileError*defines no service*"])
     result.assert_outcomes(errors=1)
 
 
 def test_a_malformed_target_url_is_rejected(run: pytest.Pytester) -> None:
-    run.makepyfile("def test_http_level(target): pass")
-    result = run.runpytest_subprocess("--target", "staging.example.test")
+    tests = run.makepyfile("def test_http_level(target): pass")
+    result = run.runpytest_subprocess("--target", "staging.example.test", tests)
     result.stdout.fnmatch_lines(["*--target 'staging.example.test' is not an http(s) URL*"])
     result.assert_outcomes(errors=1)

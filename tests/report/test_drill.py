@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stackcheck import cli, images
+from stackcheck import cli
 from stackcheck.report.drill import render_drill
 from stackcheck.report.scenarios import SCENARIO_TESTS
 from stackcheck.results import ResultsError
@@ -95,12 +95,14 @@ def test_drill_command_runs_the_scenario_and_exits_on_breach(
         (run_dir / "results.json").write_text(json.dumps(data))
         return code
 
-    monkeypatch.setattr(images, "REPO_ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.interrupt, "run_child", fake_pytest)
     assert cli.main(["drill", scenario, "--operator", "bob"]) == code
     (args,) = calls
-    assert args[1:4] == ["-m", "pytest", SCENARIO_TESTS[scenario]]
-    assert {"--report-dir", "-p", "no:cacheprovider"} <= set(args)
+    assert args[1:3] == ["-m", "pytest"]
+    assert Path(args[3]).name == Path(SCENARIO_TESTS[scenario]).name
+    assert Path(args[3]).is_file()
+    assert {"--report-dir", "-c"} <= set(args)
     (run_dir,) = (tmp_path / "reports").iterdir()
     assert run_dir.name.endswith(f"-drill-{scenario}")
     assert "<td>operator</td><td>bob</td>" in (run_dir / "drill.html").read_text()

@@ -23,7 +23,10 @@ def test_explicit_address_is_left_alone() -> None:
 
 def _config_after_import(env: dict[str, str]) -> str:
     code = (
-        "import stackcheck\n"
+        "import contextlib, stackcheck\n"
+        "from stackcheck import engine\n"
+        "with contextlib.suppress(stackcheck.EngineError):\n"
+        "    engine.client(timeout=1)  # first talk to the engine: the defaults apply, engine or not\n"
         "from testcontainers.core.config import testcontainers_config as c\n"
         "print(c.tc_host_override, c.connection_mode_override.value, c.ryuk_image)\n"
     )
@@ -32,7 +35,15 @@ def _config_after_import(env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
-def test_defaults_apply_on_import() -> None:
+def test_import_changes_nothing() -> None:
+    code = "import os, stackcheck, stackcheck.fixtures.plugin; print(os.environ.get('TC_HOST'))"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TC_", "TESTCONTAINERS_", "RYUK_"))}
+    env = {**clean, "STACKCHECK_IMAGES": "/nonexistent/images.toml"}  # a read at import would fail
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"
+
+
+def test_defaults_apply_when_stackcheck_first_talks_to_the_engine() -> None:
     host, mode, ryuk = _config_after_import({}).split()
     assert (host, mode) == ("127.0.0.1", "docker_host")
     assert ryuk.startswith("stackcheck/ryuk:")

@@ -1,0 +1,1 @@
+"""Data shipped with stackcheck: the default policy (``default.toml``)."""

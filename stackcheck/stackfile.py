@@ -7,7 +7,6 @@ a dependency cycle) is one StackFileError naming the file, the key and the fix.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -15,9 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stackcheck import tomldata
 from stackcheck.errors import StackFileError
+from stackcheck.tomldata import Reader
 
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 LINK_NAME = re.compile(r"^([a-z][a-z0-9-]*)->([a-z][a-z0-9-]*)$")
 PLACEHOLDER = re.compile(r"\$\{([a-z]+)\.([^}]+)\}")
 SIZE = re.compile(r"^\d+[kmg]$")
@@ -73,6 +73,23 @@ class ServiceSpec:
 
 
 @dataclass(frozen=True)
+class ImageSource:
+    """An image this stack builds itself from its own Dockerfile (no registry needed), or uses as-is.
+
+    ``context`` (with ``dockerfile``, ``args`` and optionally ``parent``, a catalog image such as
+    "python" that the Dockerfile starts FROM via ``ARG BASE_IMAGE``) is built like the catalog's
+    images, tagged by content hash. ``ref`` is an existing image, used as-is (pinned by the user).
+    """
+
+    name: str
+    context: Path | None = None
+    dockerfile: str = "Dockerfile"
+    args: Mapping[str, str] = field(default_factory=dict)
+    parent: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
 class LinkSpec:
     """A dependency link routed through Toxiproxy: clients use ``${link.NAME}`` instead of the upstream."""
 
@@ -120,6 +137,8 @@ class StackSpec:
     links: Mapping[str, LinkSpec]
     proxy: str | None
     objectives: Objectives
+    images: Mapping[str, ImageSource] = field(default_factory=dict)  # the stack's own; else catalog names
+    policy: Path | None = None  # the stack's policy, merged over the default policy
     # Checks (rule ids, chaos scenarios, load checks) switched off by name, each with the written
     # reason the report shows; a check that is not evaluated and not named here fails the gate.
     disabled: Mapping[str, str] = field(default_factory=dict)
@@ -142,79 +161,16 @@ class StackSpec:
 # -- parsing ------------------------------------------------------------------------------------
 
 
-class _Reader:
-    """Typed access to one table, with errors that name the file and the dotted key."""
-
-    def __init__(self, path: Path, data: Mapping[str, Any], where: str) -> None:
-        self.path, self.data, self.where = path, data, where
-
-    def fail(self, key: str, problem: str, fix: str) -> StackFileError:
-        dotted = f"{self.where}.{key}" if self.where and key else (self.where or key)
-        return StackFileError(f"{self.path}: [{dotted}] {problem}", fix)
-
-    def only(self, allowed: set[str]) -> None:
-        unknown = sorted(set(self.data) - allowed)
-        if unknown:
-            raise self.fail(unknown[0], "is not a known key", f"use one of: {', '.join(sorted(allowed))}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False) -> Any:
-        if key not in self.data:
-            if required:
-                raise self.fail(key, "is missing", f"add `{key} = ...` to [{self.where}]")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # bool is an int in Python; a stack file that says `replicas = true` is wrong.
-        value_ok = False if isinstance(value, bool) and bool not in kinds else isinstance(value, kinds)
-        if not value_ok:
-            names = " or ".join(k.__name__ for k in kinds)
-            raise self.fail(
-                key, f"must be {names}, not {type(value).__name__} ({value!r})", f"write {key} as a {names}"
-            )
-        return value
-
-    def table(self, key: str) -> _Reader:
-        return _Reader(self.path, self.get(key, dict, {}), f"{self.where}.{key}" if self.where else key)
-
-    def str_list(self, key: str) -> tuple[str, ...]:
-        items = self.get(key, list, [])
-        for item in items:
-            if not isinstance(item, str):
-                raise self.fail(key, f"must be a list of strings, found {item!r}", f'write {key} = ["..."]')
-        return tuple(items)
-
-    def name(self, value: str, what: str) -> str:
-        if not NAME.match(value):
-            raise self.fail(
-                value, f"is not a valid {what} name", "use lower-case letters, digits and '-', start with a letter"
-            )
-        return value
-
-
 def load(path: str | Path) -> StackSpec:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise StackFileError(
-            f"cannot read stack file {path}: {exc.strerror}", "pass an existing file with --stack"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise StackFileError(
-            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", "save it as UTF-8 TOML"
-        ) from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise StackFileError(f"{path}: not valid TOML: {exc}", "fix the syntax at the position named") from exc
-    return parse(data, path)
+    return parse(tomldata.read(path, StackFileError, "stack file", "pass an existing file with --stack"), path)
 
 
 def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
-    top = _Reader(path, data, "")
-    top.only({"stack", "tls", "secrets", "networks", "services", "links", "objectives", "disabled"})
+    top = Reader(path, data, "", StackFileError)
+    top.only({"stack", "tls", "secrets", "networks", "images", "services", "links", "objectives", "disabled"})
     stack = top.table("stack")
-    stack.only({"name", "entrypoint", "health_path", "proxy"})
+    stack.only({"name", "entrypoint", "health_path", "proxy", "policy"})
     tls = top.table("tls")
     tls.only({"hostnames"})
     secrets = top.table("secrets")
@@ -262,6 +218,8 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
         proxy=proxy,
         objectives=_objectives(top.table("objectives")),
         disabled=disabled_checks(top.table("disabled")),
+        images=_images(top.table("images"), path),
+        policy=_policy_path(stack, path),
     )
     entry = urlsplit(spec.entrypoint_url or "")
     try:
@@ -280,7 +238,45 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
     return spec
 
 
-def _service(svcs: _Reader, name: str, networks: Mapping[str, NetworkSpec], path: Path) -> ServiceSpec:
+def _policy_path(stack: Reader, path: Path) -> Path | None:
+    rel: str | None = stack.get("policy", str)
+    if rel is None:
+        return None
+    policy = (path.parent / rel).resolve()
+    if not policy.is_file():
+        raise stack.fail("policy", f"{policy} does not exist", "fix the path (relative to the stack file)")
+    return policy
+
+
+def _images(table: Reader, path: Path) -> dict[str, ImageSource]:
+    out: dict[str, ImageSource] = {}
+    for name in table.data:
+        entry = table.table(table.name(name, "image"))
+        entry.only({"context", "dockerfile", "args", "parent", "ref"})
+        ref, context = entry.get("ref", str), entry.get("context", str)
+        if (ref is None) == (context is None):
+            raise entry.fail(
+                "", "needs exactly one of context (a folder with a Dockerfile) or ref (an existing image)",
+                'write context = "app" (relative to the stack file) or ref = "registry.example/app:1.4.2"',
+            )  # fmt: skip
+        if ref is not None:
+            if set(entry.data) != {"ref"}:
+                raise entry.fail("ref", "an image used as-is takes no build keys", "remove dockerfile/args/parent")
+            out[name] = ImageSource(name, ref=ref)
+            continue
+        folder = (path.parent / str(context)).resolve()
+        dockerfile = entry.get("dockerfile", str, "Dockerfile")
+        if not (folder / dockerfile).is_file():
+            raise entry.fail(
+                "context",
+                f"{folder / dockerfile} does not exist",
+                "point context at the folder that holds the Dockerfile",
+            )
+        out[name] = ImageSource(name, folder, dockerfile, entry.str_map("args"), entry.get("parent", str))
+    return out
+
+
+def _service(svcs: Reader, name: str, networks: Mapping[str, NetworkSpec], path: Path) -> ServiceSpec:
     svc = svcs.table(name)
     svc.only({
         "image", "networks", "env", "files", "ports", "command", "depends_on", "replicas", "ready",
@@ -367,7 +363,7 @@ def _service(svcs: _Reader, name: str, networks: Mapping[str, NetworkSpec], path
     )
 
 
-def _sysctls(svc: _Reader) -> dict[str, str]:
+def _sysctls(svc: Reader) -> dict[str, str]:
     table = svc.table("sysctls")
     for key in table.data:
         # net.* is per network namespace: any other key would change the host or fail at create.
@@ -381,7 +377,7 @@ def _sysctls(svc: _Reader) -> dict[str, str]:
     return dict(table.data)
 
 
-def _mounts(svc: _Reader) -> tuple[str, ...]:
+def _mounts(svc: Reader) -> tuple[str, ...]:
     mounts = svc.str_list("mounts")
     for mount in mounts:
         parts = mount.split(":")
@@ -399,7 +395,7 @@ def _mounts(svc: _Reader) -> tuple[str, ...]:
     return mounts
 
 
-def _link(lnk: _Reader, name: str, services: Mapping[str, ServiceSpec]) -> LinkSpec:
+def _link(lnk: Reader, name: str, services: Mapping[str, ServiceSpec]) -> LinkSpec:
     match = LINK_NAME.match(name)
     if not match:
         raise lnk.fail(name, "is not a link name", 'name links "client->upstream", e.g. "backend->postgres-primary"')
@@ -422,7 +418,7 @@ def _link(lnk: _Reader, name: str, services: Mapping[str, ServiceSpec]) -> LinkS
     return LinkSpec(name, client, host, int(port), listen)
 
 
-def _objectives(obj: _Reader) -> Objectives:
+def _objectives(obj: Reader) -> Objectives:
     obj.only({"load", "chaos"})
     load_objs: dict[str, LoadObjective] = {}
     lt = obj.table("load")
@@ -439,7 +435,7 @@ def _objectives(obj: _Reader) -> Objectives:
     return Objectives(load_objs, chaos_objs)
 
 
-def disabled_checks(table: _Reader) -> dict[str, str]:
+def disabled_checks(table: Reader) -> dict[str, str]:
     """``[disabled]`` lines ``CHECK = "reason"``: a check is switched off only with a written reason."""
     out: dict[str, str] = {}
     for check_id, reason in table.data.items():
@@ -451,7 +447,7 @@ def disabled_checks(table: _Reader) -> dict[str, str]:
     return out
 
 
-def _check_dependencies(svcs: _Reader, services: Mapping[str, ServiceSpec]) -> None:
+def _check_dependencies(svcs: Reader, services: Mapping[str, ServiceSpec]) -> None:
     for svc in services.values():
         for dep in svc.depends_on:
             if dep not in services:
@@ -478,7 +474,7 @@ def _check_dependencies(svcs: _Reader, services: Mapping[str, ServiceSpec]) -> N
             visit(name, [name])
 
 
-def _check_placeholders(svcs: _Reader, spec: StackSpec) -> None:
+def _check_placeholders(svcs: Reader, spec: StackSpec) -> None:
     """Every ${kind.name} in env and inline files must resolve; template files are checked at boot."""
     for svc in spec.services.values():
         texts = [*svc.env.values(), *(f.template for f in svc.files if f.template is not None)]

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from stackcheck import engine, images, interrupt, resources
+from stackcheck import engine, images, interrupt, resources, stackfile
 from stackcheck.compliance import runner as compliance_runner
 from stackcheck.compliance.model import Area, Outcome, Policy, Severity
 from stackcheck.compliance.runner import CheckContext
 from stackcheck.errors import StackcheckError, StackError
-from stackcheck.report.scenarios import SCENARIO_TESTS
 from stackcheck.results import REPORTS_DIR, latest_run, load_results, new_run_id
 from stackcheck.results import table as results_table
 from stackcheck.stack import DEFAULT_STACK, KEPT_LABEL, RUN_LABEL, Stack, remove_runs
 from stackcheck.target import HttpTarget
 
 
-def _offline_default() -> bool:
-    return os.environ.get("STACKCHECK_OFFLINE", "") not in ("", "0", "false", "no")
+def _mode_options(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    help_auto = "default: STACKCHECK_OFFLINE, else the mode remembered for this engine, else what works here"
+    mode.add_argument(
+        "--offline", dest="offline", action="store_true", default=None,
+        help=f"base on a local debootstrap image; no registry ({help_auto})",
+    )  # fmt: skip
+    mode.add_argument("--online", dest="offline", action="store_false", help="base on debian:bookworm-slim")
 
 
 def cmd_engine_ensure(args: argparse.Namespace) -> int:
@@ -34,24 +38,33 @@ def cmd_engine_ensure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalog(stack: str | None) -> images.Catalog:
+    """The image catalog, with a stack's own images when a stack file is named."""
+    catalog = images.Catalog.load()
+    return catalog.for_stack(stackfile.load(stack)) if stack else catalog
+
+
 def cmd_images_build(args: argparse.Namespace) -> int:
-    builder = images.ImageBuilder(engine.client(), offline=args.offline, progress=_say)
+    catalog = _catalog(args.stack)
+    builder = images.ImageBuilder(engine.client(), catalog, offline=args.offline, progress=_say)
     started = time.monotonic()
-    results = builder.build(only=args.only, force=args.force)
+    only = args.only or (catalog.needed(stackfile.load(args.stack)) if args.stack else None)
+    results = builder.build(only=only, force=args.force)
     built = sum(r.status is images.BuildStatus.BUILT for r in results)
     _say(f"{len(results)} images, {built} built, {len(results) - built} up to date, {time.monotonic() - started:.1f}s")
     return 0
 
 
 def cmd_images_list(args: argparse.Namespace) -> int:
-    rows = images.ImageBuilder(engine.client(), offline=args.offline).status()
+    rows = images.ImageBuilder(engine.client(), _catalog(args.stack), offline=args.offline).status()
     print(f"{'image':<16} {'state':<8} {'size':>9}  tag")
     for row in rows:
         size = f"{row.size_mb:.0f} MB" if row.size_mb is not None else "-"
         print(f"{row.name:<16} {'present' if row.present else 'MISSING':<8} {size:>9}  {row.tag}")
     missing = [r.name for r in rows if not r.present]
     if missing:
-        print(f"\nmissing: {' '.join(missing)} -> stackcheck images build --offline --only {' --only '.join(missing)}")
+        stack = f" --stack {args.stack}" if args.stack else ""
+        print(f"\nmissing: {' '.join(missing)} -> stackcheck images build{stack} --only {' --only '.join(missing)}")
     return 0
 
 
@@ -141,7 +154,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
     engine.ensure_engine()
     phase("engine", started)
     started = time.monotonic()
-    images.ImageBuilder(engine.client(), offline=args.offline, progress=_say).build()
+    catalog = _catalog(args.stack)
+    needed = catalog.needed(stackfile.load(args.stack))
+    images.ImageBuilder(engine.client(), catalog, offline=args.offline, progress=_say).build(only=needed)
     phase("images", started)
     run_dir = (Path(REPORTS_DIR) / new_run_id()).resolve()
     areas = args.area or list(GATE_AREAS)
@@ -180,9 +195,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     from stackcheck.report.drill import render_drill
 
+    scenarios = stackfile.load(args.stack).chaos.scenarios
+    if args.scenario not in scenarios:
+        raise StackcheckError(
+            f"{args.stack} declares no scenario {args.scenario!r}",
+            f"drill one of: {', '.join(scenarios)}" if scenarios else "add a [scenarios.NAME] table to the stack file",
+        )
     run_dir = (Path(REPORTS_DIR) / f"{new_run_id()}-drill-{args.scenario}").resolve()
-    test_file = resources.product_suites()["chaos"] / Path(SCENARIO_TESTS[args.scenario]).name
-    pytest_args = _pytest_child([test_file], run_dir, args.stack)
+    test = resources.product_suites()["chaos"] / "test_scenarios.py"
+    pytest_args = _pytest_child([f"{test}::test_scenario[{args.scenario}]"], run_dir, args.stack)
     _say(f"drill {args.scenario}: {' '.join(pytest_args[1:])}")
     code = interrupt.run_child(pytest_args, Path.cwd())
     html, markdown, met = render_drill(run_dir, args.scenario, args.operator)
@@ -215,7 +236,8 @@ def cmd_load_run(args: argparse.Namespace) -> int:
     if args.workers is not None:
         options["workers"] = args.workers
     if args.target:
-        run = LoadRun(HttpTarget.external(args.target, args.target_ca), profile, token=args.token, **options)
+        mix = stackfile.load(args.stack).load_mix  # the mix is the stack file's, wherever it is deployed
+        run = LoadRun(HttpTarget.external(args.target, args.target_ca), profile, token=args.token, mix=mix, **options)
         report = run.run()
     else:
         with _booted(args.stack) as stack:
@@ -236,6 +258,31 @@ def cmd_load_run(args: argparse.Namespace) -> int:
     _say(f"results: {run.out_dir}")
     regressed = report.regression is not None and report.regression.verdict is Verdict.REGRESSED
     return 1 if not report.passed or regressed else 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    # Imported here: only `init` reads YAML.
+    from stackcheck import compose, stackfile
+    from stackcheck.errors import StackFileError
+
+    source = Path(args.from_compose) if args.from_compose else None
+    out = Path(args.out) if args.out else (source.parent if source else Path("."))
+    if source:
+        translation = compose.translate(source, compose.parse_image_map(args.image_map or []), out)
+    else:
+        translation = compose.starter(out)
+    stack, policy = compose.write(translation, out, force=args.force)
+    for item in translation.untranslated:
+        _say(f"not translated: {item.line()}")
+    untranslated = f"; {len(translation.untranslated)} compose keys not translated (listed above)" if source else ""
+    _say(f"wrote {stack} and {policy}{untranslated}")
+    try:
+        stackfile.load(stack)
+    except StackFileError as exc:
+        _say(f"{stack} does not load yet: {exc}")
+        return 1
+    _say(f"next: review the `# check:` lines of {stack}, then `stackcheck gate --stack {stack}`")
+    return 0
 
 
 def _say(line: str) -> None:
@@ -273,15 +320,8 @@ def parser() -> argparse.ArgumentParser:
     listing = img.add_parser("list", help="show which images are present and which are missing")
     listing.set_defaults(func=cmd_images_list)
     for p in (build, listing):
-        mode = p.add_mutually_exclusive_group()
-        mode.add_argument(
-            "--offline",
-            dest="offline",
-            action="store_true",
-            default=_offline_default(),
-            help="base on a local debootstrap image; no registry (default with STACKCHECK_OFFLINE=1)",
-        )
-        mode.add_argument("--online", dest="offline", action="store_false", help="base on debian:bookworm-slim")
+        p.add_argument("--stack", default=None, help="also the images this stack file builds itself ([images.NAME])")
+        _mode_options(p)
     up = sub.add_parser("up", help="boot a stack and leave it running; prints endpoints and the credentials file")
     _stack_option(up)
     up.set_defaults(func=cmd_up)
@@ -326,11 +366,7 @@ def parser() -> argparse.ArgumentParser:
         "--profile", choices=["smoke", "full"], default="smoke", help="smoke: minutes; full: every scenario"
     )
     gate.add_argument("--area", action="append", choices=list(GATE_AREAS), help="only these areas (default: all)")
-    mode = gate.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--offline", dest="offline", action="store_true", default=_offline_default(), help="offline image base"
-    )
-    mode.add_argument("--online", dest="offline", action="store_false", help="registry image base")
+    _mode_options(gate)
     gate.set_defaults(func=cmd_gate)
 
     report = sub.add_parser("report", help="render a run's report again from its results.json; prints the paths")
@@ -341,10 +377,21 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     drill = sub.add_parser("drill", help="run one chaos scenario as a DR drill and write its record (drill.html/.md)")
-    drill.add_argument("scenario", choices=list(SCENARIO_TESTS), help="the chaos scenario to drill")
+    drill.add_argument("scenario", help="the chaos scenario to drill: a [scenarios.NAME] of the stack file")
     _stack_option(drill)
     drill.add_argument("--operator", default=None, help="who runs the drill (left blank in the record otherwise)")
     drill.set_defaults(func=cmd_drill)
+    init = sub.add_parser("init", help="write a starter stack file and policy (from a docker-compose file or none)")
+    init.add_argument("--from-compose", metavar="FILE", help="translate this docker-compose file")
+    init.add_argument(
+        "--out", metavar="DIR", help="folder for stack.toml and policy.toml (default: the compose file's)"
+    )
+    init.add_argument(
+        "--image-map", action="append", metavar="COMPOSE_IMAGE=STACKCHECK_IMAGE",
+        help="use this catalog image (or image reference) for a compose image, e.g. postgres:16=postgres",
+    )  # fmt: skip
+    init.add_argument("--force", action="store_true", help="overwrite existing stack.toml and policy.toml")
+    init.set_defaults(func=cmd_init)
     return top
 
 

@@ -14,14 +14,15 @@ online it is ``debian:bookworm-slim`` from a registry. The Dockerfiles are the s
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-import tomllib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -29,12 +30,22 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from stackcheck import resources
+from stackcheck import resources, tomldata
 from stackcheck.errors import ImageBuildError, ImageError, ImageMissingError
+from stackcheck.stackfile import StackSpec
+from stackcheck.tomldata import Reader
 
 LABEL = "org.stackcheck"
 IGNORED = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 Progress = Callable[[str], None]
+
+
+def _env_mode() -> bool | None:
+    """``STACKCHECK_OFFLINE=1|0`` forces a mode; unset, stackcheck decides per engine."""
+    raw = os.environ.get("STACKCHECK_OFFLINE", "").strip().lower()
+    if not raw:
+        return None
+    return raw not in ("0", "false", "no")
 
 
 def catalog_path() -> Path:
@@ -65,6 +76,13 @@ class ImageSpec:
     parent: str | None = None
     go: tuple[GoProgram, ...] = ()
     engine_args: tuple[str, ...] = ()
+    dockerfile: str = "Dockerfile"
+    args: Mapping[str, str] = field(default_factory=dict)
+    repo: str = ""  # tag repository; default stackcheck/NAME (a stack's own: stackcheck/STACK-NAME)
+
+    @property
+    def repository(self) -> str:
+        return self.repo or f"stackcheck/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -79,28 +97,64 @@ class BaseSpec:
 class Catalog:
     base: BaseSpec
     images: dict[str, ImageSpec] = field(default_factory=dict)
+    refs: dict[str, str] = field(default_factory=dict)  # a stack's images used as-is: name -> reference
 
     @classmethod
     def load(cls, path: Path | None = None) -> Catalog:
         path = path or catalog_path()
-        try:
-            data = tomllib.loads(path.read_text())
-            base = BaseSpec(**data["base"])
-            images: dict[str, ImageSpec] = {}
-            for name, raw in data["image"].items():
-                images[name] = ImageSpec(
-                    name=name,
-                    context=(path.parent / raw["context"]).resolve(),
-                    parent=raw.get("parent"),
-                    go=tuple(GoProgram(**g) for g in raw.get("go", ())),
-                    engine_args=tuple(raw.get("engine_args", ())),
-                )
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-            raise ImageError(
-                f"the image catalog {path} is unreadable or malformed: {type(exc).__name__}: {exc}",
-                "restore it from git, or fix the named key ([base], [image.NAME] with context/parent/go)",
-            ) from exc
+        top = Reader(path, tomldata.read(path, ImageError, "image catalog", "restore it from git"), "", ImageError)
+        top.only({"base", "image"})
+        base_table = top.table("base")
+        base_table.only({"offline_tag", "online_image", "suite", "mirror"})
+        base = BaseSpec(
+            **{k: base_table.get(k, str, required=True) for k in ("offline_tag", "online_image", "suite", "mirror")}
+        )
+        images: dict[str, ImageSpec] = {}
+        table = top.table("image")
+        for name in table.data:
+            raw = table.table(table.name(name, "image"))
+            raw.only({"context", "parent", "go", "engine_args"})
+            programs = []
+            for index, prog in enumerate(raw.get("go", list, [])):
+                if not isinstance(prog, dict):
+                    raise raw.fail("go", f"entry {index} is not a table", 'write go = [{ package = "...", ... }]')
+                entry = Reader(path, prog, f"{raw.where}.go[{index}]", ImageError)
+                entry.only({"package", "version", "binary", "ldflags"})
+                fields = {k: entry.get(k, str, required=True) for k in ("package", "version", "binary")}
+                programs.append(GoProgram(**fields, ldflags=entry.get("ldflags", str, "")))
+            images[name] = ImageSpec(
+                name=name,
+                context=(path.parent / raw.get("context", str, required=True)).resolve(),
+                parent=raw.get("parent", str),
+                go=tuple(programs),
+                engine_args=raw.str_list("engine_args"),
+            )
         return cls(base, images)
+
+    def for_stack(self, spec: StackSpec) -> Catalog:
+        """This catalog plus the stack's own images (``[images.NAME]``), which win over catalog names."""
+        images, refs = dict(self.images), {}
+        for name, source in spec.images.items():
+            if source.ref is not None:
+                refs[name] = source.ref
+                images.pop(name, None)
+                continue
+            if source.parent is not None and source.parent not in self.images:
+                raise ImageMissingError(
+                    f"{spec.path}: [images.{name}] parent {source.parent!r} is not a catalog image",
+                    f"use one of: {', '.join(sorted(self.images))}",
+                )
+            assert source.context is not None
+            images[name] = ImageSpec(
+                name, source.context, source.parent, dockerfile=source.dockerfile, args=source.args,
+                repo=f"stackcheck/{spec.name}-{name}",
+            )  # fmt: skip
+        return Catalog(self.base, images, refs)
+
+    def needed(self, spec: StackSpec) -> list[str]:
+        """The images a stack boots from (built here), plus the reaper."""
+        names = {svc.image for svc in spec.services.values() if svc.image in self.images}
+        return sorted(names | {"ryuk"})
 
     def closure(self, names: Iterable[str]) -> list[ImageSpec]:
         """The named images and their parents, parents first."""
@@ -127,6 +181,10 @@ class Catalog:
             digest.update(rel.encode() + b"\0" + bytes([os.access(path, os.X_OK)]) + path.read_bytes() + b"\0")
         for prog in spec.go:
             digest.update(f"go:{prog.key()}\0".encode())
+        if spec.dockerfile != "Dockerfile":  # (only when set: catalog tags stay what they were)
+            digest.update(f"dockerfile:{spec.dockerfile}\0".encode())
+        for key, value in sorted(spec.args.items()):
+            digest.update(f"build-arg:{key}={value}\0".encode())
         for key, value in sorted(engine_build_args(spec).items()):
             digest.update(f"arg:{key}={value}\0".encode())
         if spec.parent:
@@ -134,7 +192,7 @@ class Catalog:
         return digest.hexdigest()[:12]
 
     def tag(self, name: str) -> str:
-        return f"stackcheck/{name}:{self.content_hash(name)}"
+        return f"{self.images[name].repository}:{self.content_hash(name)}"
 
 
 def _context_files(context: Path) -> Iterator[tuple[str, Path]]:
@@ -197,15 +255,55 @@ class ImageBuilder:
         self,
         client: docker.DockerClient,
         catalog: Catalog | None = None,
-        offline: bool = True,
+        offline: bool | None = None,
         progress: Progress = print,
         cache_dir: Path | None = None,
     ) -> None:
         self.client = client
         self.catalog = catalog or Catalog.load()
-        self.offline = offline
         self.progress = progress
         self.cache_dir = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stackcheck"
+        self._offline = offline if offline is not None else _env_mode()
+
+    # -- offline or online ------------------------------------------------------------------
+    @property
+    def offline(self) -> bool:
+        """The mode asked for, else the one remembered for this engine, else what works here."""
+        if self._offline is None:
+            remembered = self._modes().get(self._engine_id())
+            self._offline = remembered if remembered is not None else self._detect_mode()
+        return self._offline
+
+    def _engine_id(self) -> str:
+        return str(self.client.info().get("ID", "unknown"))
+
+    def _modes_file(self) -> Path:
+        return self.cache_dir / "engine-modes.json"
+
+    def _modes(self) -> dict[str, bool]:
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(self._modes_file().read_text())
+            return {k: v for k, v in data.items() if isinstance(v, bool)}
+        return {}
+
+    def _remember_mode(self) -> None:
+        modes = {**self._modes(), self._engine_id(): self.offline}
+        self._modes_file().parent.mkdir(parents=True, exist_ok=True)
+        self._modes_file().write_text(json.dumps(modes, indent=1))
+
+    def _detect_mode(self) -> bool:
+        """Online where the registry's base is here or can be pulled; otherwise offline (debootstrap)."""
+        base = self.catalog.base
+        if self._image(base.online_image) is not None:
+            return False
+        if self._image(base.offline_tag) is not None:
+            return True
+        try:
+            self.client.images.pull(base.online_image)
+        except docker.errors.APIError as exc:
+            self.progress(f"no registry answers ({exc.explanation or exc}): building offline from a debootstrap base")
+            return True
+        return False
 
     # -- status -----------------------------------------------------------------------------
     def _image(self, tag: str) -> docker.models.images.Image | None:
@@ -232,17 +330,21 @@ class ImageBuilder:
         ref = self.base_image()
         image = self._image(ref)
         if image is not None:
+            self._remember_mode()
             return str(image.id)
         if self.offline:
-            return self._debootstrap_base(ref)
-        self.progress(f"pulling base {ref}")
-        try:
-            return str(self.client.images.pull(ref).id)
-        except docker.errors.APIError as exc:
-            raise ImageBuildError(
-                f"cannot pull the base image {ref}: {exc.explanation or exc}",
-                "without a registry, build offline: `stackcheck images build --offline`",
-            ) from exc
+            base_id = self._debootstrap_base(ref)
+        else:
+            self.progress(f"pulling base {ref}")
+            try:
+                base_id = str(self.client.images.pull(ref).id)
+            except docker.errors.APIError as exc:
+                raise ImageBuildError(
+                    f"cannot pull the base image {ref}: {exc.explanation or exc}",
+                    "without a registry, build offline: `stackcheck images build --offline`",
+                ) from exc
+        self._remember_mode()
+        return base_id
 
     def _debootstrap_base(self, ref: str) -> str:
         if shutil.which("debootstrap") is None:
@@ -303,10 +405,10 @@ class ImageBuilder:
         return results
 
     def _build_one(self, spec: ImageSpec, tag: str, base_id: str) -> None:
-        if not (spec.context / "Dockerfile").is_file():
+        if not (spec.context / spec.dockerfile).is_file():
             raise ImageBuildError(
-                f"image {spec.name}: no Dockerfile in {spec.context}",
-                f"add {spec.context / 'Dockerfile'} or fix `context` of [image.{spec.name}] in {catalog_path()}",
+                f"image {spec.name}: no {spec.dockerfile} in {spec.context}",
+                f"add {spec.context / spec.dockerfile} or fix the image's `context`",
             )
         with tempfile.TemporaryDirectory(prefix=f"stackcheck-ctx-{spec.name}-") as tmp:
             ctx = Path(tmp)
@@ -315,7 +417,7 @@ class ImageBuilder:
                 shutil.copy2(path, ctx / rel)
             if spec.go:
                 self._go_build(spec, ctx / "bin")
-            args = {"BASE_IMAGE": self.base_image(), **engine_build_args(spec)}
+            args = {"BASE_IMAGE": self.base_image(), **engine_build_args(spec), **spec.args}
             if spec.parent:
                 args["PARENT_IMAGE"] = self.catalog.tag(spec.parent)
             labels = {
@@ -324,7 +426,7 @@ class ImageBuilder:
                 f"{LABEL}.base": self.base_image(),
                 f"{LABEL}.base-id": base_id,
             }
-            self._docker_build(spec.name, ctx, tag, args, labels)
+            self._docker_build(spec.name, ctx, tag, args, labels, spec.dockerfile)
 
     def _go_build(self, spec: ImageSpec, out: Path) -> None:
         go = _go_binary()
@@ -349,12 +451,15 @@ class ImageBuilder:
                 )
             shutil.copy2(gobin / Path(prog.package).name, out / prog.binary)
 
-    def _docker_build(self, name: str, ctx: Path, tag: str, args: dict[str, str], labels: dict[str, str]) -> None:
+    def _docker_build(
+        self, name: str, ctx: Path, tag: str, args: dict[str, str], labels: dict[str, str], dockerfile: str
+    ) -> None:
         tail: collections.deque[str] = collections.deque(maxlen=25)
         try:
             stream = self.client.api.build(
-                path=str(ctx), tag=tag, buildargs=args, labels=labels, rm=True, forcerm=True, decode=True, pull=False
-            )
+                path=str(ctx), dockerfile=dockerfile, tag=tag, buildargs=args, labels=labels, rm=True, forcerm=True,
+                decode=True, pull=False,
+            )  # fmt: skip
             for chunk in stream:
                 if "stream" in chunk:
                     tail.extend(line for line in chunk["stream"].splitlines() if line.strip())
@@ -388,14 +493,15 @@ def require(name: str, client: docker.DockerClient, catalog: Catalog | None = No
     except docker.errors.ImageNotFound:
         raise ImageMissingError(
             f"image {tag} ({name}) is not built",
-            f"run `stackcheck images build --offline --only {name}` (drop --offline where a registry is reachable)",
+            f"run `stackcheck images build --only {name}` (with `--stack FILE` for a stack's own image)",
         ) from None
     return tag
 
 
 def resolve(image: str, client: docker.DockerClient, catalog: Catalog | None = None) -> str:
-    """A stack's ``image``: a catalog name (built here) or a full reference that must exist locally."""
+    """A stack's ``image``: a catalog or stack image name (built here) or a reference that must exist locally."""
     catalog = catalog or Catalog.load()
+    image = catalog.refs.get(image, image)
     if image in catalog.images or not ("/" in image or ":" in image):
         return require(image, client, catalog)
     try:

@@ -189,7 +189,7 @@ class Stack:
         started = time.monotonic()
         try:
             self._client = engine.client()
-            catalog = images.Catalog.load()
+            catalog = images.Catalog.load().for_stack(self.spec)
             tags = {name: images.resolve(svc.image, self._client, catalog) for name, svc in self.spec.services.items()}
             if self.reap and tc_config.ryuk_image == catalog.tag("ryuk"):
                 images.require("ryuk", self._client, catalog)

@@ -80,9 +80,15 @@ def test_unknown_image_names_the_known_ones(catalog: images.Catalog) -> None:
 def test_malformed_catalog_is_one_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "images.toml"
     path.write_text("[base]\nofline_tag = 1\n")
-    with pytest.raises(ImageError, match=r"images\.toml is unreadable or malformed") as err:
+    with pytest.raises(ImageError, match=r"images\.toml: \[base\.ofline_tag\] is not a known key") as err:
         images.Catalog.load(path)
-    assert "fix" in str(err.value)
+    assert "offline_tag" in err.value.fix
+    path.write_text("[base\n")
+    with pytest.raises(ImageError, match=r"images\.toml: not valid TOML"):
+        images.Catalog.load(path)
+    path.write_text(CATALOG.replace('context = "app"', "context = 3"))
+    with pytest.raises(ImageError, match=r"\[image\.app\.context\] must be str"):
+        images.Catalog.load(path)
 
 
 class FakeImages:
@@ -96,35 +102,53 @@ class FakeImages:
 
 
 class FakeClient:
-    def __init__(self, present: dict[str, dict[str, str]]) -> None:
+    def __init__(self, present: dict[str, dict[str, str]], engine_id: str = "engine-a") -> None:
         self.images = FakeImages(present)
+        self.engine_id = engine_id
+
+    def info(self) -> dict[str, str]:
+        return {"ID": self.engine_id}
 
 
 def test_require_names_the_exact_build_command(catalog: images.Catalog) -> None:
     with pytest.raises(ImageMissingError) as err:
         images.require("app", FakeClient({}), catalog)  # type: ignore[arg-type]
     assert catalog.tag("app") in err.value.problem
-    assert "stackcheck images build --offline --only app" in err.value.fix
+    assert "stackcheck images build --only app" in err.value.fix
 
 
-def test_second_build_with_nothing_changed_rebuilds_nothing(catalog: images.Catalog) -> None:
+def test_second_build_with_nothing_changed_rebuilds_nothing(catalog: images.Catalog, tmp_path_factory: Any) -> None:
     base = "stackcheck/bookworm-base:minbase"
     labels = {"org.stackcheck.base-id": f"sha256:{base}"}
     present = {base: {}, catalog.tag("runtime"): labels, catalog.tag("app"): labels}
     lines: list[str] = []
-    builder = images.ImageBuilder(FakeClient(present), catalog, offline=True, progress=lines.append)  # type: ignore[arg-type]
+    builder = images.ImageBuilder(
+        FakeClient(present),
+        catalog,
+        offline=True,
+        progress=lines.append,
+        cache_dir=tmp_path_factory.mktemp("cache"),  # type: ignore[arg-type]
+    )
     results = builder.build()
     assert {r.status for r in results} == {images.BuildStatus.CACHED}
     assert lines[-1] == "nothing to rebuild: all 2 images are up to date"
 
 
-def test_a_new_base_triggers_a_rebuild(catalog: images.Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_base_triggers_a_rebuild(
+    catalog: images.Catalog, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: Any
+) -> None:
     base = "stackcheck/bookworm-base:minbase"
     stale = {"org.stackcheck.base-id": "sha256:older-base"}
     present = {base: {}, catalog.tag("runtime"): stale, catalog.tag("app"): stale}
     built: list[str] = []
     monkeypatch.setattr(images.ImageBuilder, "_build_one", lambda self, spec, tag, base_id: built.append(spec.name))
-    builder = images.ImageBuilder(FakeClient(present), catalog, offline=True, progress=lambda _: None)  # type: ignore[arg-type]
+    builder = images.ImageBuilder(
+        FakeClient(present),
+        catalog,
+        offline=True,
+        progress=lambda _: None,
+        cache_dir=tmp_path_factory.mktemp("cache"),  # type: ignore[arg-type]
+    )
     builder.build()
     assert built == ["runtime", "app"]
 
@@ -165,3 +189,115 @@ def test_a_failing_go_build_names_the_program_and_shows_its_output(
         builder._go_build(spec, tmp_path / "bin")
     assert "404 Not Found" in err.value.log_tail
     assert "GOPROXY" in err.value.fix
+
+
+# -- offline or online, decided per engine -------------------------------------------------------
+class PullRefused(FakeImages):
+    pulls = 0
+
+    def pull(self, ref: str) -> Any:
+        self.pulls += 1
+        raise docker.errors.APIError("registry lookup failed")
+
+
+def _builder(tmp_path: Path, catalog: images.Catalog, client: Any, offline: bool | None = None) -> images.ImageBuilder:
+    return images.ImageBuilder(client, catalog, offline=offline, progress=lambda _: None, cache_dir=tmp_path / "cache")
+
+
+def test_without_a_registry_the_offline_base_is_chosen_and_remembered(
+    tmp_path: Path, catalog: images.Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STACKCHECK_OFFLINE", raising=False)
+    client = FakeClient({})
+    client.images = PullRefused({})
+    monkeypatch.setattr(images.ImageBuilder, "_debootstrap_base", lambda self, ref: "sha256:made-here")
+    builder = _builder(tmp_path, catalog, client)
+    assert builder.offline is True
+    assert builder.ensure_base() == "sha256:made-here"
+    assert client.images.pulls == 1
+    # The next process on the same engine asks no registry: the choice was remembered.
+    again = _builder(tmp_path, catalog, client)
+    assert again.offline is True
+    assert client.images.pulls == 1
+    # Another engine decides for itself.
+    other = FakeClient({"debian:bookworm-slim": {}}, engine_id="engine-b")
+    assert _builder(tmp_path, catalog, other).offline is False
+
+
+def test_a_present_base_decides_without_asking_a_registry(
+    tmp_path: Path, catalog: images.Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STACKCHECK_OFFLINE", raising=False)
+    client = FakeClient({"stackcheck/bookworm-base:minbase": {}})
+    client.images = PullRefused({"stackcheck/bookworm-base:minbase": {}})
+    assert _builder(tmp_path, catalog, client).offline is True
+    assert client.images.pulls == 0
+
+
+def test_the_environment_or_a_flag_forces_the_mode(
+    tmp_path: Path, catalog: images.Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = FakeClient({"stackcheck/bookworm-base:minbase": {}})
+    monkeypatch.setenv("STACKCHECK_OFFLINE", "0")
+    assert _builder(tmp_path, catalog, client).offline is False
+    assert _builder(tmp_path, catalog, client, offline=True).offline is True
+
+
+# -- a stack's own images ----------------------------------------------------------------------------
+STACK = """
+[stack]
+name = "mine"
+[networks.internal]
+[images.web]
+context = "web"
+parent = "runtime"
+args = { GREETING = "hi" }
+[images.pinned]
+ref = "registry.example/pinned:1.2.3"
+[services.web]
+image = "web"
+networks = { internal = [] }
+[services.cache]
+image = "pinned"
+networks = { internal = [] }
+[services.other]
+image = "runtime"
+networks = { internal = [] }
+"""
+
+
+def _stack(tmp_path: Path, text: str = STACK) -> Any:
+    from stackcheck import stackfile
+
+    (tmp_path / "web").mkdir(exist_ok=True)
+    (tmp_path / "web" / "Dockerfile").write_text("ARG PARENT_IMAGE\nFROM ${PARENT_IMAGE}\n")
+    (tmp_path / "stack.toml").write_text(text)
+    return stackfile.load(tmp_path / "stack.toml")
+
+
+def test_a_stack_builds_its_own_images_under_its_own_name(tmp_path: Path, catalog: images.Catalog) -> None:
+    spec = _stack(tmp_path)
+    merged = catalog.for_stack(spec)
+    assert merged.tag("web").startswith("stackcheck/mine-web:")
+    assert merged.images["web"].parent == "runtime"
+    assert merged.refs == {"pinned": "registry.example/pinned:1.2.3"}
+    assert merged.needed(spec) == ["runtime", "ryuk", "web"]
+    # Build args are part of the content hash: another value, another image.
+    other = catalog.for_stack(_stack(tmp_path, STACK.replace('"hi"', '"hello"')))
+    assert other.tag("web") != merged.tag("web")
+
+
+def test_a_stack_image_with_an_unknown_parent_is_named(tmp_path: Path, catalog: images.Catalog) -> None:
+    spec = _stack(tmp_path, STACK.replace('parent = "runtime"', 'parent = "jdk"'))
+    with pytest.raises(ImageMissingError, match=r"\[images\.web\] parent 'jdk' is not a catalog image") as err:
+        catalog.for_stack(spec)
+    assert "app, runtime" in err.value.fix
+
+
+def test_a_used_as_is_image_must_be_present_and_is_never_pulled(tmp_path: Path, catalog: images.Catalog) -> None:
+    merged = catalog.for_stack(_stack(tmp_path))
+    with pytest.raises(ImageMissingError, match=r"registry\.example/pinned:1\.2\.3 is not present"):
+        images.resolve("pinned", FakeClient({}), merged)  # type: ignore[arg-type]
+    assert images.resolve("pinned", FakeClient({"registry.example/pinned:1.2.3": {}}), merged) == (  # type: ignore[arg-type]
+        "registry.example/pinned:1.2.3"
+    )

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from stackcheck import tomldata
+from stackcheck.chaos import spec as chaos_spec
 from stackcheck.errors import StackFileError
 from stackcheck.tomldata import Reader
 
@@ -142,6 +143,7 @@ class StackSpec:
     # Checks (rule ids, chaos scenarios, load checks) switched off by name, each with the written
     # reason the report shows; a check that is not evaluated and not named here fails the gate.
     disabled: Mapping[str, str] = field(default_factory=dict)
+    chaos: chaos_spec.ChaosSpec = field(default_factory=chaos_spec.ChaosSpec)  # [workloads] [ledgers] [scenarios]
 
     @property
     def entry_service(self) -> str | None:
@@ -168,7 +170,10 @@ def load(path: str | Path) -> StackSpec:
 
 def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
     top = Reader(path, data, "", StackFileError)
-    top.only({"stack", "tls", "secrets", "networks", "images", "services", "links", "objectives", "disabled"})
+    top.only({
+        "stack", "tls", "secrets", "networks", "images", "services", "links", "objectives", "disabled",
+        "workloads", "ledgers", "scenarios",
+    })  # fmt: skip
     stack = top.table("stack")
     stack.only({"name", "entrypoint", "health_path", "proxy", "policy"})
     tls = top.table("tls")
@@ -235,7 +240,7 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
         )
     _check_dependencies(svcs, services)
     _check_placeholders(svcs, spec)
-    return spec
+    return replace(spec, chaos=chaos_spec.parse(top, spec))
 
 
 def _policy_path(stack: Reader, path: Path) -> Path | None:

@@ -3,7 +3,7 @@ running) -> recovery -> verify -> rollback, with the outcome as a typed result a
 
     exp = Experiment("backend-kill", stack)
     exp.steady_state("api answers", lambda: None if ok() else "api down")
-    with exp.rto(probe), faults.kill(stack.service("backend-1"), exp.journal):
+    with exp.rto(probe), faults.kill(stack.service("backend-1"), journal=exp.journal):
         time.sleep(2)
     result = exp.finish()          # RTO/RPO against the stack's objectives for the scenario
 """
@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 from stackcheck.chaos.journal import Event, EventKind, Journal
 from stackcheck.chaos.meters import LedgerReport, Probe, RtoMeter, RtoResult, WriteLedger, Writer
@@ -200,21 +198,3 @@ class Experiment:
 
 def _wall(mono: float) -> float:
     return time.time() - (time.monotonic() - mono)
-
-
-# -- probes -------------------------------------------------------------------------------------
-
-
-def http_probe(
-    stack: Stack, path: str, method: str = "GET", ok: Callable[[httpx.Response], bool] | None = None, **request: Any
-) -> Probe:
-    """A probe through the stack's entrypoint: a fresh connection per probe, verified TLS."""
-    target = stack.target()
-    headers = {**stack.synthetic_headers(), **request.pop("headers", {})}
-    accept = ok or (lambda r: r.status_code < 400)
-
-    def probe(timeout: float) -> bool:
-        with httpx.Client(base_url=target.base_url, verify=target.verify, timeout=timeout) as client:
-            return accept(client.request(method, path, headers=headers, **request))
-
-    return probe

@@ -76,39 +76,94 @@ class Toxic:
             self.journal.record(EventKind.FAULT_END, self.label, str(self.attributes))
 
 
-def latency(link: LinkHandle, ms: int, jitter_ms: int = 0, **kw: Any) -> Toxic:
-    return Toxic(link, "latency", {"latency": ms, "jitter": jitter_ms}, **kw)
+# Every toxic takes the same keyword-only options: stream (downstream by default), toxicity
+# (the fraction of connections affected) and journal.
 
 
-def bandwidth(link: LinkHandle, kb_per_s: int, **kw: Any) -> Toxic:
-    return Toxic(link, "bandwidth", {"rate": kb_per_s}, **kw)
+def latency(
+    link: LinkHandle,
+    ms: int,
+    jitter_ms: int = 0,
+    *,
+    stream: Stream = Stream.DOWNSTREAM,
+    toxicity: float = 1.0,
+    journal: Journal | None = None,
+) -> Toxic:
+    return Toxic(link, "latency", {"latency": ms, "jitter": jitter_ms}, stream, toxicity, journal)
 
 
-def slow_close(link: LinkHandle, delay_ms: int, **kw: Any) -> Toxic:
-    return Toxic(link, "slow_close", {"delay": delay_ms}, **kw)
+def bandwidth(
+    link: LinkHandle,
+    kb_per_s: int,
+    *,
+    stream: Stream = Stream.DOWNSTREAM,
+    toxicity: float = 1.0,
+    journal: Journal | None = None,
+) -> Toxic:
+    return Toxic(link, "bandwidth", {"rate": kb_per_s}, stream, toxicity, journal)
 
 
-def timeout(link: LinkHandle, ms: int = 0, **kw: Any) -> Toxic:
+def slow_close(
+    link: LinkHandle,
+    delay_ms: int,
+    *,
+    stream: Stream = Stream.DOWNSTREAM,
+    toxicity: float = 1.0,
+    journal: Journal | None = None,
+) -> Toxic:
+    return Toxic(link, "slow_close", {"delay": delay_ms}, stream, toxicity, journal)
+
+
+def timeout(
+    link: LinkHandle,
+    ms: int = 0,
+    *,
+    stream: Stream = Stream.DOWNSTREAM,
+    toxicity: float = 1.0,
+    journal: Journal | None = None,
+) -> Toxic:
     """Stop all data; close after ``ms`` (0: hang until the fault ends)."""
-    return Toxic(link, "timeout", {"timeout": ms}, **kw)
+    return Toxic(link, "timeout", {"timeout": ms}, stream, toxicity, journal)
 
 
-def reset_peer(link: LinkHandle, after_ms: int = 0, **kw: Any) -> Toxic:
-    return Toxic(link, "reset_peer", {"timeout": after_ms}, **kw)
+def reset_peer(
+    link: LinkHandle,
+    after_ms: int = 0,
+    *,
+    stream: Stream = Stream.DOWNSTREAM,
+    toxicity: float = 1.0,
+    journal: Journal | None = None,
+) -> Toxic:
+    return Toxic(link, "reset_peer", {"timeout": after_ms}, stream, toxicity, journal)
 
 
-def slicer(link: LinkHandle, average_size: int = 64, size_variation: int = 32, delay_us: int = 100, **kw: Any) -> Toxic:
-    return Toxic(
-        link, "slicer", {"average_size": average_size, "size_variation": size_variation, "delay": delay_us}, **kw
-    )
+def slicer(
+    link: LinkHandle,
+    average_size: int = 64,
+    size_variation: int = 32,
+    delay_us: int = 100,
+    *,
+    stream: Stream = Stream.DOWNSTREAM,
+    toxicity: float = 1.0,
+    journal: Journal | None = None,
+) -> Toxic:
+    attributes = {"average_size": average_size, "size_variation": size_variation, "delay": delay_us}
+    return Toxic(link, "slicer", attributes, stream, toxicity, journal)
 
 
-def limit_data(link: LinkHandle, bytes_: int, **kw: Any) -> Toxic:
-    return Toxic(link, "limit_data", {"bytes": bytes_}, **kw)
+def limit_data(
+    link: LinkHandle,
+    bytes_: int,
+    *,
+    stream: Stream = Stream.DOWNSTREAM,
+    toxicity: float = 1.0,
+    journal: Journal | None = None,
+) -> Toxic:
+    return Toxic(link, "limit_data", {"bytes": bytes_}, stream, toxicity, journal)
 
 
 @contextlib.contextmanager
-def link_down(link: LinkHandle, journal: Journal | None = None) -> Iterator[None]:
+def link_down(link: LinkHandle, *, journal: Journal | None = None) -> Iterator[None]:
     """The link refuses connections (existing ones are closed) until the block ends."""
     with _window(journal, f"link down {link.name}", "refused"), link.down():
         yield
@@ -147,7 +202,7 @@ def await_healthy(handle: ServiceHandle, timeout_s: float = 60.0) -> float:
 
 @contextlib.contextmanager
 def kill(
-    handle: ServiceHandle, journal: Journal | None = None, signal: str = "SIGKILL", restart: bool = True
+    handle: ServiceHandle, *, journal: Journal | None = None, signal: str = "SIGKILL", restart: bool = True
 ) -> Iterator[None]:
     """Crash the container; on exit start it again (``restart=False`` leaves it dead, for failovers)."""
     with _window(journal, f"{signal} {handle.name}", ""):
@@ -162,7 +217,7 @@ def kill(
 
 
 @contextlib.contextmanager
-def stop(handle: ServiceHandle, journal: Journal | None = None, grace_s: int = 10) -> Iterator[None]:
+def stop(handle: ServiceHandle, *, journal: Journal | None = None, grace_s: int = 10) -> Iterator[None]:
     with _window(journal, f"stop {handle.name}", f"grace {grace_s}s"):
         handle.docker.stop(timeout=grace_s)
         try:
@@ -173,7 +228,7 @@ def stop(handle: ServiceHandle, journal: Journal | None = None, grace_s: int = 1
 
 
 @contextlib.contextmanager
-def pause(handle: ServiceHandle, journal: Journal | None = None) -> Iterator[None]:
+def pause(handle: ServiceHandle, *, journal: Journal | None = None) -> Iterator[None]:
     """Freeze every process of the container (a hang: connections stay open, nothing answers)."""
     with _window(journal, f"pause {handle.name}", ""):
         handle.docker.pause()
@@ -183,7 +238,7 @@ def pause(handle: ServiceHandle, journal: Journal | None = None) -> Iterator[Non
             handle.docker.unpause()
 
 
-def restart(handle: ServiceHandle, journal: Journal | None = None, timeout_s: int = 10) -> float:
+def restart(handle: ServiceHandle, *, journal: Journal | None = None, timeout_s: int = 10) -> float:
     """Restart and wait for health: returns the seconds until healthy again."""
     with _window(journal, f"restart {handle.name}", ""):
         handle.docker.restart(timeout=timeout_s)
@@ -202,7 +257,7 @@ def network_aliases(stack: Stack, handle: ServiceHandle, network: str) -> list[s
 
 
 @contextlib.contextmanager
-def disconnect(stack: Stack, handle: ServiceHandle, network: str, journal: Journal | None = None) -> Iterator[None]:
+def disconnect(stack: Stack, handle: ServiceHandle, network: str, *, journal: Journal | None = None) -> Iterator[None]:
     """Take the container off one of the stack's networks; reconnect it with its aliases on exit."""
     aliases = network_aliases(stack, handle, network)
     net = stack.docker_network(network)
@@ -215,9 +270,11 @@ def disconnect(stack: Stack, handle: ServiceHandle, network: str, journal: Journ
 
 
 @contextlib.contextmanager
-def partition(stack: Stack, group: list[ServiceHandle], network: str, journal: Journal | None = None) -> Iterator[None]:
+def partition(
+    stack: Stack, group: list[ServiceHandle], network: str, *, journal: Journal | None = None
+) -> Iterator[None]:
     """Cut a group of containers off a network shared with the rest of the stack."""
     with contextlib.ExitStack() as cuts:
         for handle in group:
-            cuts.enter_context(disconnect(stack, handle, network, journal))
+            cuts.enter_context(disconnect(stack, handle, network, journal=journal))
         yield

@@ -11,7 +11,7 @@ from stackcheck.stack import Stack
 PGDATA = "/var/lib/postgresql/data"
 
 
-def lag_bytes(stack: Stack, primary: str = "postgres-primary", replica: str = "postgres-replica") -> int:
+def lag_bytes(stack: Stack, primary: str, replica: str) -> int:
     """How many bytes of WAL the replica has yet to replay."""
     with (
         stack.postgres(primary, superuser=True, autocommit=True) as p,
@@ -24,9 +24,7 @@ def lag_bytes(stack: Stack, primary: str = "postgres-primary", replica: str = "p
         return max(0, int(row[0]))
 
 
-def wait_for_catch_up(
-    stack: Stack, timeout_s: float = 30.0, primary: str = "postgres-primary", replica: str = "postgres-replica"
-) -> float:
+def wait_for_catch_up(stack: Stack, primary: str, replica: str, timeout_s: float = 30.0) -> float:
     """Wait until the replica has replayed everything the primary has written; return seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -38,7 +36,7 @@ def wait_for_catch_up(
     )
 
 
-def promote(stack: Stack, replica: str = "postgres-replica") -> None:
+def promote(stack: Stack, replica: str) -> None:
     """The seed's procedure: ``pg_ctl promote`` on the replica, then it must take writes."""
     code, output = stack.service(replica).docker.exec_run(["pg_ctl", "promote", "-D", PGDATA, "-w", "-t", "30"])
     if code != 0:
@@ -51,9 +49,9 @@ def promote(stack: Stack, replica: str = "postgres-replica") -> None:
             raise StackError(f"{replica} is still in recovery after promotion", "read its logs")
 
 
-def take_over_name(stack: Stack, name: str, service: str, network: str = "internal") -> None:
+def take_over_name(stack: Stack, name: str, service: str, network: str) -> None:
     """Give ``service`` the DNS name ``name`` on ``network``, as a DNS or VIP failover does: whatever
-    reaches the old primary by name (here the Toxiproxy link) reaches ``service`` from now on.
+    reaches the old primary by name (a Toxiproxy link, say) reaches ``service`` from now on.
 
     Not a change of the Toxiproxy proxy: Toxiproxy dials the upstream inside its accept loop, with
     no timeout, and every change of a proxy (update, delete) waits for that loop. Once the primary

@@ -1,18 +1,25 @@
-"""Workloads that run during experiments: background traffic with per-request samples (errors
-over time, latency before/during/after a fault) and ledger writes through the API."""
+"""Workloads that run during experiments, from the stack file's [workloads] and [ledgers]:
+background traffic with per-request samples (errors over time, latency before/during/after a
+fault), RTO probes, and ledger writes with the read-back of the writes that survived."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from stackcheck.chaos.meters import Probe
+from stackcheck.chaos.spec import Ledger, Store, Workload, render, render_value
+from stackcheck.errors import StackError
 from stackcheck.stack import Stack
 
 Request = Callable[[httpx.Client, int], httpx.Response]  # issues request number n
@@ -114,54 +121,130 @@ class Traffic:
         return [(origin + sec, total, errors) for sec, (total, errors) in sorted(buckets.items())]
 
 
-def list_cards(client: httpx.Client, n: int) -> httpx.Response:
-    return client.get("/api/prompt-cards", params={"page_size": 10})
+class HttpRequest:
+    """A workload bound to one experiment's ``${run}``: request number n, and whether an answer is right."""
+
+    def __init__(self, workload: Workload, run: str) -> None:
+        self.workload, self.run = workload, run
+
+    def send(self, client: httpx.Client, n: int) -> httpx.Response:
+        w = self.workload
+        headers = {k: render(v, self.run, n) for k, v in w.headers.items()}
+        content = render(w.body, self.run, n) if w.body is not None else None
+        json = render_value(w.json, self.run, n) if w.json is not None else None
+        return client.request(w.method, render(w.path, self.run, n), headers=headers, json=json, content=content)
+
+    def problem(self, response: httpx.Response) -> str | None:
+        """None when the answer is what the workload expects, else what is wrong with it."""
+        w = self.workload
+        ok_status = response.status_code in w.expect_status if w.expect_status else response.status_code < 400
+        if not ok_status:
+            return f"{w.describe()} answered {response.status_code}"
+        if w.expect_body is not None and w.expect_body not in response.text:
+            return f"{w.describe()} answered without {w.expect_body!r}"
+        return None
 
 
-def create_card(client: httpx.Client, n: int) -> httpx.Response:
-    return client.post(
-        "/api/prompt-cards", json={"title": f"stackcheck traffic {n}", "prompt": "p", "category": "stackcheck-traffic"}
-    )
+def answer_problem(stack: Stack, request: HttpRequest, timeout: float, n: int = 0) -> str | None:
+    """One request through the entrypoint on a fresh connection (verified TLS): None when the
+    answer is right, else what went wrong."""
+    target = stack.target()
+    try:
+        with httpx.Client(
+            base_url=target.base_url, verify=target.verify, timeout=timeout, headers=stack.synthetic_headers()
+        ) as client:
+            return request.problem(request.send(client, n))
+    except httpx.HTTPError as exc:
+        return f"{request.workload.describe()}: {type(exc).__name__} {exc}"
 
 
-class ApiLedger:
-    """Ledger writes as prompt cards created through the edge; surviving ones read from a database."""
+def probe(stack: Stack, request: HttpRequest) -> Probe:
+    """An RTO probe: ``answer_problem`` on a fresh connection per probe, numbered from 1."""
+    numbers = itertools.count(1)
+    return lambda timeout: answer_problem(stack, request, timeout, next(numbers)) is None
 
-    def __init__(self, stack: Stack, tag: str) -> None:
-        self.stack, self.category = stack, f"ledger-{tag}"
-        self._local = threading.local()
+
+LEDGER_WRITE_TIMEOUT_S = 2.0
+
+
+class LedgerStore:
+    """One ledger of the stack file for one experiment: ``write(n)`` raises unless write n was
+    acknowledged; ``surviving()`` lists the numbers of the writes found again afterwards."""
+
+    def __init__(self, stack: Stack, ledger: Ledger, workloads: Mapping[str, Workload], run: str) -> None:
+        self.stack, self.ledger, self.run = stack, ledger, run
+        self._write_request = HttpRequest(workloads[ledger.write.workload], run) if ledger.write.workload else None
+        self._read_request = HttpRequest(workloads[ledger.read.workload], run) if ledger.read.workload else None
+        self._conn: Any = None  # the writer's connection (writes come from one thread), re-made after a failure
 
     def write(self, n: int) -> None:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self.stack.http(timeout=2.0, headers=self.stack.synthetic_headers())
-        response = client.post(
-            "/api/prompt-cards", json={"title": f"ledger {n}", "prompt": "p", "category": self.category}
-        )
-        if response.status_code != 201:
-            raise RuntimeError(f"write {n} not acknowledged: {response.status_code}")
+        w = self.ledger.write
+        if w.store is Store.HTTP:
+            assert self._write_request is not None
+            headers = self.stack.synthetic_headers()
+            client = self._connection(lambda: self.stack.http(LEDGER_WRITE_TIMEOUT_S, headers=headers))
+            problem = self._write_request.problem(self._write_request.send(client, n))
+            if problem:
+                raise StackError(f"write {n} not acknowledged: {problem}", "see the stack's logs")
+            return
+        assert w.service is not None
+        assert w.statement is not None
+        service, statement = w.service, render(w.statement, self.run, n)
+        if w.store is Store.SQL:
+            conn = self._connection(lambda: self.stack.postgres(service, superuser=w.privileged, autocommit=True))
+            try:
+                conn.execute(statement)
+            except Exception:
+                self.close()  # a broken connection stays broken: the next write dials again
+                raise
+        else:
+            self._connection(lambda: self.stack.redis(service, admin=w.privileged)).set(statement, "1")
 
-    def surviving(self, service: str) -> list[int]:
-        with self.stack.postgres(service) as conn:
-            rows = conn.execute("SELECT title FROM prompt_cards WHERE category = %s", (self.category,)).fetchall()
-        return [int(title.split()[1]) for (title,) in rows]
+    def _connection(self, make: Callable[[], Any]) -> Any:
+        if self._conn is None:
+            self._conn = make()
+        return self._conn
 
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
-class RedisLedger:
-    """Ledger writes as Redis keys (a session store, say): SET ledger:<tag>:<n>."""
-
-    def __init__(self, stack: Stack, tag: str, service: str = "redis") -> None:
-        self.stack, self.prefix, self.service = stack, f"ledger:{tag}:", service
-        self._client: Any = None
-
-    def write(self, n: int) -> None:
-        if self._client is None:
-            self._client = self.stack.redis(self.service, admin=True)
-        self._client.set(f"{self.prefix}{n}", "1")
+    def records(self) -> list[str]:
+        r = self.ledger.read
+        if r.store is Store.HTTP:
+            assert self._read_request is not None
+            with self.stack.http(10.0, headers=self.stack.synthetic_headers()) as client:
+                response = self._read_request.send(client, 0)
+            problem = self._read_request.problem(response)
+            if problem:
+                raise StackError(f"ledger {self.ledger.name}: the read-back failed: {problem}", "see the stack's logs")
+            return _json_records(response, r.records) if r.records else [response.text]
+        assert r.service is not None
+        assert r.query is not None
+        query = render(r.query, self.run, 0)
+        if r.store is Store.SQL:
+            with self.stack.postgres(r.service, superuser=r.privileged) as conn:
+                return ["\t".join(str(v) for v in row) for row in conn.execute(query).fetchall()]
+        with self.stack.redis(r.service, admin=r.privileged) as client:
+            return [key.decode() for key in client.scan_iter(query, count=1000)]
 
     def surviving(self) -> list[int]:
-        with self.stack.redis(self.service, admin=True) as client:
-            return [int(key.decode().rsplit(":", 1)[1]) for key in client.scan_iter(f"{self.prefix}*", count=1000)]
+        """Write numbers found, once per record that holds them: a write in two records is a duplicate."""
+        pattern = self.ledger.pattern(self.run)
+        return [int(n) for record in self.records() for n in sorted(set(pattern.findall(record)))]
 
 
-__all__ = ["ApiLedger", "RedisLedger", "Sample", "Traffic", "Window", "create_card", "list_cards"]
+def _json_records(response: httpx.Response, records: str) -> list[str]:
+    value: Any = response.json()
+    for key in records.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if not isinstance(value, list):
+        raise StackError(
+            f"the read-back answer has no JSON list at {records!r}", "fix records in the ledger's [read] table"
+        )
+    return [json.dumps(item) for item in value]
+
+
+__all__ = ["HttpRequest", "LedgerStore", "Sample", "Traffic", "Window", "answer_problem", "probe"]

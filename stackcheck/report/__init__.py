@@ -18,8 +18,8 @@ __all__ = ["render"]
 
 def render(run_dir: Path) -> list[Path]:
     """Write index.html and summary.md next to ``run_dir/results.json``; the paths written."""
-    # Imported here: matplotlib takes a while to import, and `stackcheck.report.scenarios` (the CLI parser's
-    # choices) must not pay for it.
+    # Imported here: matplotlib takes a while to import, and the CLI (which imports this package)
+    # must not pay for it.
     from stackcheck.report.common import entries_checked
     from stackcheck.report.page import render_page
     from stackcheck.report.summary import render_summary

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from stackcheck.chaos import faults, postgres
 from stackcheck.chaos.experiment import Experiment
 from stackcheck.chaos.meters import RtoMeter, RtoResult, WriteLedger
+from stackcheck.chaos.workloads import LedgerStore
 from stackcheck.stack import DEFAULT_STACK, ServiceHandle, Stack
 from stackcheck.stackfile import RecoveryObjective, parse
 
@@ -326,7 +326,7 @@ def test_an_rto_over_its_objective_fails_the_experiment(probe_stack: Stack) -> N
     probe = raw_http_probe(probe_stack.service("toxiproxy").port(18080))
     with exp.rto(probe, period=PERIOD):
         time.sleep(0.3)
-        with faults.link_down(probe_stack.link("toxiproxy->nginx"), exp.journal):
+        with faults.link_down(probe_stack.link("toxiproxy->nginx"), journal=exp.journal):
             time.sleep(1.5)
         exp.await_recovery(5)
     result = exp.finish()
@@ -340,60 +340,58 @@ def test_an_rto_over_its_objective_fails_the_experiment(probe_stack: Stack) -> N
 # -- RPO ---------------------------------------------------------------------------------------
 
 
+PRIMARY, REPLICA = "postgres-primary", "postgres-replica"
+
+
 def replication_stack(tmp_path: Path) -> Stack:
-    """The reference primary, async replica and the Toxiproxy link replication runs through."""
+    """The reference primary, async replica and the Toxiproxy link replication runs through, with
+    a stack-file ledger: numbered INSERTs on the primary, read back from the replica."""
     import copy
     import tomllib
 
     reference = tomllib.loads(DEFAULT_STACK.read_text())
-    services = {
-        name: copy.deepcopy(reference["services"][name])
-        for name in ("postgres-primary", "postgres-replica", "toxiproxy")
-    }
+    services = {name: copy.deepcopy(reference["services"][name]) for name in (PRIMARY, REPLICA, "toxiproxy")}
     data = {
         "stack": {"name": "rpo-truth", "proxy": "toxiproxy"},
         "secrets": reference["secrets"],
         "networks": {"control": {}, "internal": {"internal": True}},
         "services": services,
         "links": {"postgres-replica->postgres-primary": reference["links"]["postgres-replica->postgres-primary"]},
+        "ledgers": {
+            "rows": {
+                "write": {"service": PRIMARY, "sql": "INSERT INTO ledger (id) VALUES ('${id}')", "privileged": True},
+                "read": {"service": REPLICA, "sql": "SELECT id FROM ledger", "privileged": True},
+            }
+        },
     }
     return Stack(parse(data, tmp_path / "stack.toml"))
 
 
-def sql_writer(stack: Stack) -> tuple[Callable[[int], None], psycopg.Connection[Any]]:
-    """Numbered inserts on the primary, acknowledged when the (autocommit) INSERT returns."""
-    conn = stack.postgres("postgres-primary", superuser=True, autocommit=True)
-    conn.execute("CREATE TABLE IF NOT EXISTS ledger (n integer PRIMARY KEY, at timestamptz DEFAULT now())")
-
-    def write(n: int) -> None:
-        conn.execute("INSERT INTO ledger (n) VALUES (%s)", (n,))
-
-    return write, conn
-
-
-def surviving(stack: Stack) -> list[int]:
-    with stack.postgres("postgres-replica", superuser=True) as conn:
-        return [row[0] for row in conn.execute("SELECT n FROM ledger ORDER BY n")]
+def sql_ledger(stack: Stack) -> LedgerStore:
+    """The stack file's SQL ledger: a write is acknowledged when its (autocommit) INSERT returns."""
+    with stack.postgres(PRIMARY, superuser=True, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS ledger (id text PRIMARY KEY, at timestamptz DEFAULT now())")
+    return LedgerStore(stack, stack.spec.chaos.ledgers["rows"], {}, f"rpo-{time.time_ns()}")
 
 
 def test_rpo_ledger_reports_exactly_the_writes_made_while_replication_was_cut(tmp_path: Path) -> None:
     with replication_stack(tmp_path) as stack:
         # A 0.1 s RPO objective, so the measured loss must also fail the experiment.
         exp = Experiment("rpo-truth", stack, objective_override=RecoveryObjective(rpo_s=0.1))
-        write, conn = sql_writer(stack)
-        ledger = exp.ledger(write)
+        store = sql_ledger(stack)
+        ledger = exp.ledger(store.write)
         for _ in range(50):
             assert ledger.write()
-        postgres.wait_for_catch_up(stack)
-        with faults.link_down(stack.link("postgres-replica->postgres-primary"), exp.journal):
+        postgres.wait_for_catch_up(stack, PRIMARY, REPLICA)
+        with faults.link_down(stack.link("postgres-replica->postgres-primary"), journal=exp.journal):
             for _ in range(30):
                 assert ledger.write()
                 time.sleep(0.01)
         written_during_block = ledger.acked_between(*exp.window("link down postgres-replica->postgres-primary"))
-        conn.close()
-        with faults.kill(stack.service("postgres-primary"), exp.journal, restart=False):
-            postgres.promote(stack)
-            report = exp.reconcile(surviving(stack))
+        store.close()
+        with faults.kill(stack.service(PRIMARY), journal=exp.journal, restart=False):
+            postgres.promote(stack, REPLICA)
+            report = exp.reconcile(store.surviving())
     print(f"\n{report.describe()}")
     assert set(report.lost) == written_during_block
     assert report.lost == tuple(range(51, 81))
@@ -405,15 +403,15 @@ def test_rpo_ledger_reports_exactly_the_writes_made_while_replication_was_cut(tm
 
 def test_rpo_ledger_reports_no_loss_after_catch_up(tmp_path: Path) -> None:
     with replication_stack(tmp_path) as stack:
-        write, conn = sql_writer(stack)
-        ledger = WriteLedger(write)
+        store = sql_ledger(stack)
+        ledger = WriteLedger(store.write)
         for _ in range(80):
             assert ledger.write()
-        postgres.wait_for_catch_up(stack)
-        conn.close()
-        with faults.kill(stack.service("postgres-primary"), restart=False):
-            postgres.promote(stack)
-            report = ledger.reconcile(surviving(stack))
+        postgres.wait_for_catch_up(stack, PRIMARY, REPLICA)
+        store.close()
+        with faults.kill(stack.service(PRIMARY), restart=False):
+            postgres.promote(stack, REPLICA)
+            report = ledger.reconcile(store.surviving())
     print(f"\n{report.describe()}")
     assert report.lost == ()
     assert report.rpo_s == 0.0

@@ -213,7 +213,7 @@ def test_health_check_reads_fresh_state_not_the_cached_attrs(stack: Stack) -> No
     web = stack.service("web")
     assert faults.not_healthy([web]) is None
     exp = Experiment("health-fresh", stack)
-    with faults.kill(web, exp.journal):
+    with faults.kill(web, journal=exp.journal):
         cached = web.docker.attrs["State"]
         exp.verify("every replica healthy again", lambda: faults.not_healthy([web]))
     assert cached["Running"], "the cached read would have passed"

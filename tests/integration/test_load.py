@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stackcheck.chaos.workloads import Traffic, create_card, list_cards
+from stackcheck.chaos.workloads import Traffic
 from stackcheck.load import History, LoadReport, LoadRun, Mode, RegressionPolicy, Verdict, percentile, profiles
 from stackcheck.load.report import read_samples
 from stackcheck.load.stats import decode_histogram
@@ -54,7 +54,10 @@ def primary_latency(stack: Stack, ms: int) -> Iterator[None]:
 
 def busy_request(client: httpx.Client, n: int) -> httpx.Response:
     """Background load for a busy machine: mostly reads (cache, replica), every 4th a write."""
-    return create_card(client, n) if n % 4 == 0 else list_cards(client, n)
+    if n % 4 == 0:
+        card = {"title": f"stackcheck traffic {n}", "prompt": "p", "category": "stackcheck-traffic"}
+        return client.post("/api/prompt-cards", json=card)
+    return client.get("/api/prompt-cards", params={"page_size": 10})
 
 
 def run(stack: Stack, tmp: Path, seconds: float, **kwargs: object) -> LoadReport:

@@ -11,19 +11,8 @@ import pytest
 
 from stackcheck import cli
 from stackcheck.report.drill import render_drill
-from stackcheck.report.scenarios import SCENARIO_TESTS
 from stackcheck.results import ResultsError
 from tests.report.conftest import MakeRun, sample
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def test_scenario_table_matches_the_chaos_tests() -> None:
-    found = {}
-    for test in sorted((REPO / "chaos").glob("test_*.py")):
-        for scenario in re.findall(r'experiment\("([a-z0-9-]+)"', test.read_text()):
-            found[scenario] = str(test.relative_to(REPO))
-    assert found == SCENARIO_TESTS
 
 
 def test_drill_record_of_a_passed_scenario(make_run: MakeRun) -> None:
@@ -100,8 +89,10 @@ def test_drill_command_runs_the_scenario_and_exits_on_breach(
     assert cli.main(["drill", scenario, "--operator", "bob"]) == code
     (args,) = calls
     assert args[1:3] == ["-m", "pytest"]
-    assert Path(args[3]).name == Path(SCENARIO_TESTS[scenario]).name
-    assert Path(args[3]).is_file()
+    test, selected = args[3].split("::")
+    assert Path(test).name == "test_scenarios.py"
+    assert Path(test).is_file()
+    assert selected == f"test_scenario[{scenario}]"  # the one scenario: its parametrize id
     assert {"--report-dir", "-c"} <= set(args)
     (run_dir,) = (tmp_path / "reports").iterdir()
     assert run_dir.name.endswith(f"-drill-{scenario}")
@@ -110,7 +101,37 @@ def test_drill_command_runs_the_scenario_and_exits_on_breach(
 
 
 def test_drill_rejects_an_unknown_scenario(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["drill", "datacenter-fire"])
-    assert exit_.value.code == 2
-    assert "invalid choice: 'datacenter-fire'" in capsys.readouterr().err
+    assert cli.main(["drill", "datacenter-fire"]) == 2
+    err = capsys.readouterr().err
+    assert "declares no scenario 'datacenter-fire'" in err
+    assert (
+        "fix: drill one of: backend-kill, primary-kill, redis-kill, db-latency, db-reset-peer, replica-partition" in err
+    )
+
+
+def test_drill_takes_its_scenarios_from_the_stack_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another stack's scenario names, not the reference stack's: validated against --stack."""
+    stack = tmp_path / "stack.toml"
+    stack.write_text(
+        '[stack]\nname = "tiny"\nproxy = "toxiproxy"\n[networks.edge]\n'
+        '[services.web]\nimage = "nginx"\nnetworks = { edge = [] }\n'
+        '[services.toxiproxy]\nimage = "toxiproxy"\nnetworks = { edge = [] }\n'
+        '[links."toxiproxy->web"]\nupstream = "web:8080"\nlisten = 18080\n'
+        '[scenarios.web-stop]\nfault = "stop"\ntarget = "web"\nverify = { healthy = true }\n'
+    )
+    calls: list[list[str]] = []
+
+    def fake_pytest(args: list[str], cwd: Path) -> int:
+        calls.append(args)
+        return 1  # a run that wrote no results.json
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.interrupt, "run_child", fake_pytest)
+    assert cli.main(["drill", "backend-kill", "--stack", str(stack)]) == 2
+    assert "fix: drill one of: web-stop" in capsys.readouterr().err
+    assert not calls
+    assert cli.main(["drill", "web-stop", "--stack", str(stack)]) == 2  # runs; no results to make a record of
+    assert calls[0][3].endswith("test_scenarios.py::test_scenario[web-stop]")
+    assert "no results at" in capsys.readouterr().err

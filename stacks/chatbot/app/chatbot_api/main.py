@@ -1,0 +1,243 @@
+"""ASGI entry point: `python3 -m uvicorn chatbot_api.main:app --port 8000`.
+
+Handlers are plain functions (FastAPI runs them in its thread pool) over the thread-local
+SQLite connections and the synchronous LLM client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from fastapi import FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import metrics  # first: sets PROMETHEUS_MULTIPROC_DIR before prometheus_client loads
+from .config import Settings
+from .db import Conflict, Database, DatabaseUnavailable, Message, NotFound
+from .llm import Llm, LlmUnavailable, openai_messages
+
+log = logging.getLogger("chatbot_api")
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_CONTENT = 16_000
+MAX_PAGE = 10_000  # a full conversation in one read (a ledger reads every message back)
+_ERROR_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+def _clean(value: str | None) -> str | None:
+    # SQLite stores NUL and lone surrogates badly (truncation, encode errors): refuse them as 422.
+    if value is not None:
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        value.encode("utf-8")
+    return value
+
+
+class NewMessage(BaseModel):
+    content: str = Field(..., min_length=1, max_length=MAX_CONTENT)
+    reply: bool = True  # false: store the message only (no LLM answer wanted)
+
+    _text = validator("content", allow_reuse=True)(_clean)
+
+
+class MessageCreate(NewMessage):
+    client_id: str | None = Field(None, regex=ID_PATTERN)  # idempotency key: a retry is not stored twice
+
+
+class ConversationCreate(BaseModel):
+    title: str | None = Field(None, max_length=200)
+    id: str | None = Field(None, regex=ID_PATTERN)  # a client-chosen id; else one is generated
+    message: NewMessage | None = None  # "new chat": the first message in the same transaction
+
+    _text = validator("title", allow_reuse=True)(_clean)
+
+
+def _error(status: int, error: str, detail: Any = None, **extra: Any) -> JSONResponse:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status, headers=headers)
+
+
+def _errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # loc/msg/type only: "ctx" may echo the body or hold values JSON cannot encode.
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
+        for e in errors
+    ]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(title="chatbot-api", version="1", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(metrics.MetricsMiddleware)
+
+    @app.on_event("startup")
+    def startup() -> None:
+        s = settings or Settings.from_env()
+        app.state.settings = s
+        app.state.db = Database(s.database_path)
+        app.state.db.open()
+        app.state.llm = Llm(s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout_s, s.llm_health_ttl_s)
+        log.info("llm: %s (model %s)", s.llm_base_url or "not configured", s.llm_model)
+
+    @app.on_event("shutdown")
+    def shutdown() -> None:
+        app.state.llm.close()
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, "validation_error", _errors(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, _ERROR_NAMES.get(exc.status_code, "http_error"), exc.detail)
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _error(409, "conflict", str(exc))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def db_unavailable(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return _error(503, "database_unavailable", str(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")  # the trace goes to the log, never to the client
+        return _error(500, "internal_error")
+
+    @app.get("/api/v1/health")
+    def health(request: Request) -> JSONResponse:
+        """Liveness with the state of each dependency. The database is essential (503, "down");
+        the LLM only degrades the service (200, "degraded"): conversations still work."""
+        state = request.app.state
+        checks = []
+        try:
+            checks.append({"name": "database", "status": "healthy", "details": state.db.ping()})
+        except DatabaseUnavailable as exc:
+            checks.append({"name": "database", "status": "unhealthy", "details": str(exc)})
+        problem = state.llm.problem(state.settings.health_timeout_s)
+        checks.append({
+            "name": "llm",
+            "status": "degraded" if problem else "healthy",
+            "details": problem or {"model": state.settings.llm_model},
+        })  # fmt: skip
+        database_ok, llm_ok = checks[0]["status"] == "healthy", problem is None
+        status = "ok" if database_ok and llm_ok else "degraded" if database_ok else "down"
+        body = {
+            "status": status,
+            "database": "ok" if database_ok else "unavailable",
+            "llm": "ok" if llm_ok else "unavailable",
+            "checks": checks,
+        }
+        return JSONResponse(body, status_code=200 if database_ok else 503)
+
+    @app.get("/metrics")
+    def metrics_endpoint(request: Request) -> Response:
+        body = metrics.render(request.app.state.db.count_conversations)
+        return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
+
+    def answer(state: Any, message: Message, conversation: dict[str, Any] | None = None) -> JSONResponse:
+        """Ask the LLM to answer the stored user message; store and return its answer. Without
+        an answer the user's message stays stored and the response is 503 with the reason."""
+        history = state.db.history(message.conversation_id, message.id, state.settings.history_messages)
+        try:
+            result = state.llm.complete(openai_messages(history, message.content))
+        except LlmUnavailable as exc:
+            metrics.LLM_REQUESTS.labels("unavailable").inc()
+            extra = {"conversation": conversation} if conversation else {}
+            return _error(503, "llm_unavailable", str(exc), **extra, message=message.as_json())
+        metrics.LLM_REQUESTS.labels("ok").inc()
+        metrics.MESSAGES.labels("assistant", result.model).inc()
+        metrics.TOKENS.labels(result.model, "prompt").inc(result.prompt_tokens)
+        metrics.TOKENS.labels(result.model, "completion").inc(result.completion_tokens)
+        reply, _ = state.db.add_message(message.conversation_id, "assistant", result.content, model=result.model)
+        body = {**(conversation or {}), "message": message.as_json(), "reply": reply.as_json()}
+        return JSONResponse(body, status_code=201)
+
+    @app.post("/api/v1/conversations", status_code=201)
+    def create_conversation(request: Request, body: ConversationCreate) -> Any:
+        state = request.app.state
+        first = body.message
+        conversation, message = state.db.create_conversation(body.title, body.id, first.content if first else None)
+        metrics.CONVERSATIONS.inc()
+        if message is None:
+            return conversation
+        metrics.MESSAGES.labels("user", "").inc()
+        if not first.reply:  # type: ignore[union-attr]
+            return JSONResponse({**conversation, "message": message.as_json(), "reply": None}, status_code=201)
+        return answer(state, message, conversation)
+
+    @app.get("/api/v1/conversations")
+    def list_conversations(
+        request: Request,
+        limit: int = Query(20, ge=1, le=100),
+        offset: int = Query(0, ge=0, le=1_000_000),
+        q: str | None = Query(None, min_length=1, max_length=200),
+    ) -> dict[str, Any]:
+        items, total = request.app.state.db.list_conversations(limit, offset, q)
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    @app.get("/api/v1/conversations/{cid}")
+    def get_conversation(request: Request, cid: str = Path(..., regex=ID_PATTERN)) -> dict[str, Any]:
+        return request.app.state.db.get_conversation(cid)
+
+    @app.delete("/api/v1/conversations/{cid}", status_code=204)
+    def delete_conversation(request: Request, cid: str = Path(..., regex=ID_PATTERN)) -> Response:
+        request.app.state.db.delete_conversation(cid)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/conversations/{cid}/messages")
+    def list_messages(
+        request: Request,
+        cid: str = Path(..., regex=ID_PATTERN),
+        after: int = Query(0, ge=0, le=2**62),
+        limit: int = Query(100, ge=1, le=MAX_PAGE),
+    ) -> dict[str, Any]:
+        items = request.app.state.db.list_messages(cid, after, limit)
+        return {"items": [m.as_json() for m in items], "count": len(items)}
+
+    @app.post("/api/v1/conversations/{cid}/messages", status_code=201)
+    def post_message(request: Request, body: MessageCreate, cid: str = Path(..., regex=ID_PATTERN)) -> JSONResponse:
+        """Store the user's message (committed before anything else happens), then answer it if wanted."""
+        state = request.app.state
+        message, created = state.db.add_message(cid, "user", body.content, client_id=body.client_id)
+        if not created:
+            return JSONResponse({"message": message.as_json(), "reply": None, "duplicate": True}, status_code=200)
+        metrics.MESSAGES.labels("user", "").inc()
+        if not body.reply:
+            return JSONResponse({"message": message.as_json(), "reply": None}, status_code=201)
+        return answer(state, message)
+
+    @app.get("/api/v1/messages")
+    def search_messages(
+        request: Request,
+        q: str = Query(..., min_length=1, max_length=200),
+        limit: int = Query(100, ge=1, le=MAX_PAGE),
+    ) -> dict[str, Any]:
+        """Messages of every conversation containing ``q`` (a search over the user's chats)."""
+        items = request.app.state.db.search_messages(q, limit)
+        return {"items": [m.as_json() for m in items], "count": len(items)}
+
+    return app
+
+
+def _setup_logging() -> None:
+    # Our own handler rather than basicConfig(): uvicorn's loggers propagate to the root logger.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("chatbot_api")
+    if not logger.handlers:
+        logger.addHandler(handler)
+    logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    logger.propagate = False
+
+
+_setup_logging()
+app = create_app()

@@ -1,0 +1,369 @@
+"""The chatbot API in-process: conversations and messages in a temporary SQLite file, the LLM
+link against an in-process OpenAI-style endpoint (httpx.MockTransport), health and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from chatbot_api.config import Settings
+from chatbot_api.db import Database
+from chatbot_api.main import create_app
+from fastapi.testclient import TestClient
+
+APP_DIR = Path(__file__).resolve().parents[2] / "stacks" / "chatbot" / "app"
+
+
+def settings(db: Path, llm: str | None = None) -> Settings:
+    return Settings(
+        database_path=str(db),
+        llm_base_url=llm,
+        llm_model="tiny",
+        llm_api_key=None,
+        llm_timeout_s=2.0,
+        llm_health_ttl_s=60.0,
+        health_timeout_s=1.0,
+        history_messages=20,
+    )
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(settings(tmp_path / "chat.db"))) as c:
+        yield c
+
+
+class FakeLlm:
+    """An OpenAI-style endpoint: records each request, answers with ``reply`` (a status or a body)."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.status = 200
+        self.models = ["tiny:latest"]
+        self.fail: Exception | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.fail is not None:
+            raise self.fail
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": m} for m in self.models]})
+        if self.status != 200:
+            return httpx.Response(self.status, json={"error": "boom"})
+        asked = json.loads(request.content)
+        return httpx.Response(
+            200,
+            json={
+                "model": "tiny:latest",
+                "choices": [{"message": {"role": "assistant", "content": f"echo {asked['messages'][-1]['content']}"}}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+            },
+        )
+
+
+@pytest.fixture
+def llm_client(tmp_path: Path) -> Iterator[tuple[TestClient, FakeLlm]]:
+    fake = FakeLlm()
+    with TestClient(create_app(settings(tmp_path / "chat.db", llm="http://llm:11434"))) as c:
+        llm = c.app.state.llm  # type: ignore[attr-defined]
+        llm._client = httpx.Client(transport=httpx.MockTransport(fake), timeout=2.0)
+        yield c, fake
+
+
+def new_conversation(client: TestClient, **body: Any) -> str:
+    response = client.post("/api/v1/conversations", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+# -- health ---------------------------------------------------------------------------------------
+def test_health_without_an_llm_is_degraded_not_down(client: TestClient) -> None:
+    response = client.get("/api/v1/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["database"], body["llm"]) == ("degraded", "ok", "unavailable")
+    checks = {c["name"]: c for c in body["checks"]}
+    assert checks["database"] == {
+        "name": "database",
+        "status": "healthy",
+        "details": {"journal_mode": "wal", "synchronous": "full"},
+    }
+    assert checks["llm"]["status"] == "degraded"
+    assert "LLM_BASE_URL is unset" in checks["llm"]["details"]
+
+
+def test_health_is_down_when_the_database_is_broken(client: TestClient, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "chat.db")
+    conn.execute("DROP TABLE messages")
+    conn.commit()
+    conn.close()
+    response = client.get("/api/v1/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["database"]) == ("down", "unavailable")
+    assert "messages missing" in body["checks"][0]["details"]
+
+
+def test_health_ok_when_the_llm_serves_the_model(llm_client: tuple[TestClient, FakeLlm]) -> None:
+    client, _ = llm_client
+    body = client.get("/api/v1/health").json()
+    assert (body["status"], body["llm"]) == ("ok", "ok")
+
+
+def test_health_names_a_model_the_llm_does_not_serve(llm_client: tuple[TestClient, FakeLlm]) -> None:
+    client, fake = llm_client
+    fake.models = ["other"]
+    body = client.get("/api/v1/health").json()
+    assert (body["status"], body["llm"]) == ("degraded", "unavailable")
+    assert "model 'tiny' is not served (models: other)" in body["checks"][1]["details"]
+
+
+def test_a_burst_of_health_probes_is_one_llm_probe_per_ttl(llm_client: tuple[TestClient, FakeLlm]) -> None:
+    client, fake = llm_client
+    for _ in range(20):
+        assert client.get("/api/v1/health").status_code == 200
+    assert [r.url.path for r in fake.requests] == ["/v1/models"]
+
+
+# -- conversations --------------------------------------------------------------------------------
+def test_conversations_are_created_listed_and_deleted(client: TestClient) -> None:
+    first = new_conversation(client, title="first chat")
+    second = new_conversation(client, title="second chat", id="my-chat_2")
+    assert second == "my-chat_2"
+    listed = client.get("/api/v1/conversations").json()
+    assert listed["total"] == 2
+    assert {c["id"] for c in listed["items"]} == {first, second}
+    assert [c["id"] for c in client.get("/api/v1/conversations", params={"q": "second"}).json()["items"]] == [second]
+    assert client.get(f"/api/v1/conversations/{first}").json()["messages"] == 0
+    assert client.delete(f"/api/v1/conversations/{first}").status_code == 204
+    assert client.get(f"/api/v1/conversations/{first}").status_code == 404
+    assert client.delete(f"/api/v1/conversations/{first}").status_code == 404
+
+
+def test_title_search_takes_like_wildcards_literally(client: TestClient) -> None:
+    new_conversation(client, title="100% sure")
+    new_conversation(client, title="1000 things")
+    found = client.get("/api/v1/conversations", params={"q": "100%"}).json()["items"]
+    assert [c["title"] for c in found] == ["100% sure"]
+
+
+def test_a_taken_conversation_id_is_a_conflict(client: TestClient) -> None:
+    new_conversation(client, id="taken")
+    response = client.post("/api/v1/conversations", json={"id": "taken"})
+    assert response.status_code == 409
+    assert response.json()["error"] == "conflict"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"id": "has space"}, {"id": "x" * 65}, {"title": "t" * 201}, {"title": "nul\x00"}, {"message": {"content": ""}}],
+)
+def test_invalid_conversations_are_422(client: TestClient, body: dict[str, Any]) -> None:
+    response = client.post("/api/v1/conversations", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "validation_error"
+
+
+def test_a_new_chat_stores_its_first_message_in_the_same_request(client: TestClient) -> None:
+    response = client.post(
+        "/api/v1/conversations", json={"id": "c1", "title": "t", "message": {"content": "hi", "reply": False}}
+    )
+    assert response.status_code == 201
+    assert response.json()["message"]["content"] == "hi"
+    assert [m["content"] for m in client.get("/api/v1/conversations/c1/messages").json()["items"]] == ["hi"]
+
+
+def test_a_new_chat_wanting_an_answer_without_an_llm_keeps_both(client: TestClient) -> None:
+    response = client.post("/api/v1/conversations", json={"id": "c2", "message": {"content": "hello?"}})
+    assert response.status_code == 503
+    body = response.json()
+    assert body["error"] == "llm_unavailable"
+    assert body["conversation"]["id"] == "c2"
+    assert body["message"]["content"] == "hello?"
+    assert client.get("/api/v1/conversations/c2").json()["messages"] == 1
+
+
+# -- messages -------------------------------------------------------------------------------------
+def test_a_message_without_an_llm_is_stored_and_answered_503_with_the_reason(client: TestClient) -> None:
+    cid = new_conversation(client)
+    response = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hello"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    body = response.json()
+    assert body["error"] == "llm_unavailable"
+    assert body["detail"] == "no LLM configured (LLM_BASE_URL is unset)"
+    assert body["message"]["content"] == "hello"
+    stored = client.get(f"/api/v1/conversations/{cid}/messages").json()["items"]
+    assert [(m["role"], m["content"]) for m in stored] == [("user", "hello")]
+
+
+def test_messages_are_listed_in_order_and_paged(client: TestClient) -> None:
+    cid = new_conversation(client)
+    ids = []
+    for i in range(5):
+        response = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": f"m{i}", "reply": False})
+        assert response.status_code == 201
+        ids.append(response.json()["message"]["id"])
+    page = client.get(f"/api/v1/conversations/{cid}/messages", params={"after": ids[1], "limit": 2}).json()
+    assert [m["content"] for m in page["items"]] == ["m2", "m3"]
+    assert client.get(f"/api/v1/conversations/{cid}/messages", params={"limit": 10_001}).status_code == 422
+
+
+def test_a_retried_client_id_is_stored_once(client: TestClient) -> None:
+    cid = new_conversation(client)
+    body = {"content": "once", "reply": False, "client_id": "retry-1"}
+    first = client.post(f"/api/v1/conversations/{cid}/messages", json=body)
+    again = client.post(f"/api/v1/conversations/{cid}/messages", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["duplicate"] is True
+    assert again.json()["message"]["id"] == first.json()["message"]["id"]
+    assert client.get(f"/api/v1/conversations/{cid}").json()["messages"] == 1
+
+
+def test_messages_to_an_unknown_conversation_are_404(client: TestClient) -> None:
+    response = client.post("/api/v1/conversations/nope/messages", json={"content": "x", "reply": False})
+    assert response.status_code == 404
+    assert client.get("/api/v1/conversations/nope/messages").status_code == 404
+    assert client.get("/api/v1/conversations/bad%20id/messages").status_code == 422
+
+
+def test_deleting_a_conversation_deletes_its_messages(client: TestClient) -> None:
+    cid = new_conversation(client, message={"content": "gone-with-it", "reply": False})
+    client.delete(f"/api/v1/conversations/{cid}")
+    assert client.get("/api/v1/messages", params={"q": "gone-with-it"}).json()["count"] == 0
+
+
+def test_message_search_spans_conversations(client: TestClient) -> None:
+    for n in range(3):
+        new_conversation(client, message={"content": f"ledger-run1-{n}", "reply": False})
+    new_conversation(client, message={"content": "ledger-run2-0", "reply": False})
+    found = client.get("/api/v1/messages", params={"q": "ledger-run1-", "limit": 10_000}).json()
+    assert [m["content"] for m in found["items"]] == ["ledger-run1-0", "ledger-run1-1", "ledger-run1-2"]
+
+
+# -- the LLM link ---------------------------------------------------------------------------------
+def test_an_answer_is_stored_with_its_model_and_the_history_is_sent(llm_client: tuple[TestClient, FakeLlm]) -> None:
+    client, fake = llm_client
+    cid = new_conversation(client)
+    first = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "one"})
+    assert first.status_code == 201, first.text
+    assert first.json()["reply"]["content"] == "echo one"
+    assert first.json()["reply"]["model"] == "tiny:latest"
+    client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "two"})
+    sent = json.loads(fake.requests[-1].content)
+    assert sent["model"] == "tiny"
+    assert sent["messages"] == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "echo one"},
+        {"role": "user", "content": "two"},
+    ]
+    roles = [m["role"] for m in client.get(f"/api/v1/conversations/{cid}/messages").json()["items"]]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    metrics = client.get("/metrics").text
+    assert 'chatbot_tokens_total{model="tiny:latest",type="completion"} 6.0' in metrics
+    assert 'chatbot_llm_requests_total{result="ok"} 2.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("status", "fail", "reason"),
+    [
+        (500, None, "the LLM answered HTTP 500"),
+        (200, httpx.ConnectError("refused"), "the LLM is unreachable (ConnectError)"),
+        (200, httpx.ReadTimeout("slow"), "the LLM did not answer in time (ReadTimeout)"),
+    ],
+)
+def test_an_llm_failure_keeps_the_message_and_says_why(
+    llm_client: tuple[TestClient, FakeLlm], status: int, fail: Exception | None, reason: str
+) -> None:
+    client, fake = llm_client
+    fake.status, fake.fail = status, fail
+    cid = new_conversation(client)
+    response = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi"})
+    assert response.status_code == 503
+    assert response.json()["detail"] == reason
+    assert client.get(f"/api/v1/conversations/{cid}").json()["messages"] == 1
+    # The failed answer is the latest word on the LLM: health reports it without a new probe.
+    health = client.get("/api/v1/health").json()
+    assert (health["status"], health["llm"]) == ("degraded", "unavailable")
+    assert health["checks"][1]["details"] == reason
+
+
+# -- metrics --------------------------------------------------------------------------------------
+def test_metrics_in_prometheus_text_format(client: TestClient) -> None:
+    cid = new_conversation(client)
+    client.get(f"/api/v1/conversations/{cid}")
+    client.get("/api/v1/conversations/unknown-id")
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    assert 'chatbot_requests_total{endpoint="/api/v1/conversations/{cid}",method="GET",status="200"}' in text
+    assert 'chatbot_requests_total{endpoint="/api/v1/conversations/{cid}",method="GET",status="404"}' in text
+    assert "chatbot_request_duration_seconds_bucket{" in text
+    assert "chatbot_conversations_stored 1.0" in text
+    assert "chatbot_conversations_total" in text
+
+
+# -- durability -----------------------------------------------------------------------------------
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    """Two Database objects (as two uvicorn workers have) writing at once: every write lands."""
+    path = str(tmp_path / "shared.db")
+    first, second = Database(path), Database(path)
+    first.open()
+    second.open()
+    first.create_conversation("shared", "shared")
+    errors: list[Exception] = []
+
+    def writer(db: Database, tag: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                for i in range(100):
+                    db.add_message("shared", "user", f"{tag}-{i}")
+            except Exception as exc:
+                errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=writer(db, tag)) for db, tag in ((first, "a"), (second, "b"), (first, "c"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(first.list_messages("shared", 0, 10_000)) == 300
+
+
+CHILD = """
+import sys
+from chatbot_api.db import Database
+db = Database(sys.argv[1])
+db.open()
+db.create_conversation("crash", "crash")
+i = 0
+while True:
+    db.add_message("crash", "user", f"acked-{i}")
+    print(i, flush=True)  # acknowledged: add_message returned after COMMIT
+    i += 1
+"""
+
+
+def test_every_acknowledged_message_survives_a_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    env = {**os.environ, "PYTHONPATH": str(APP_DIR)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdout is not None
+    acked = [int(child.stdout.readline()) for _ in range(200)]
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    db = Database(str(path))
+    stored = {m.content for m in db.list_messages("crash", 0, 100_000)}
+    assert {f"acked-{i}" for i in acked} <= stored

@@ -4,7 +4,7 @@ with wrk on the same endpoint in the same run: nginx's static ``GET /`` over TLS
     .venv/bin/python bench/load.py [--seconds 10] [--users 32]
 
 Each Locust row is a real stackcheck LoadRun (every request recorded, as in a load test) with
-``StaticUser`` and no think time; "worker CPU" is the Locust worker processes' CPU time over the
+a one-request mix (``GET /``) and no think time; "worker CPU" is the Locust worker processes' CPU time over the
 run's wall time (100 % = one core). wrk uses as many threads as Locust has workers. Prints a
 table; asserts nothing. On a 2-core machine the generators and nginx share the same cores.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 
 from stackcheck.load import LoadRun, Profile, Stage
+from stackcheck.loadmix import HttpTemplate, LoadMix, MixRequest
 from stackcheck.stack import Stack
 
 
@@ -56,8 +57,8 @@ def locust(stack: Stack, workers: int, users: int, seconds: int, out: Path) -> t
     sampler.start()
     try:
         run = LoadRun.for_stack(
-            stack, profile, workers=workers, user_class="StaticUser", objectives={}, reports_dir=out,
-            progress=None, seed_cards=0,
+            stack, profile, workers=workers, objectives={}, reports_dir=out, progress=None,
+            mix=LoadMix((MixRequest("static", HttpTemplate("GET", "/", expect=(200,)), "static"),)),
         )  # fmt: skip
         report = run.run()
     finally:

@@ -1,13 +1,37 @@
-"""Locust side of stackcheck's load runs: the Prompt Card API mix, the profile shape, raw samples.
+"""Locust side of stackcheck's load runs: the stack file's request mix, the profile shape, raw samples.
 
 Driven by ``stackcheck load run`` / ``stackcheck.load.LoadRun``, which pass the run plan as JSON
 in ``STACKCHECK_LOAD_PLAN`` and start one master and N worker processes. Never imported by
 stackcheck itself: ``import locust`` monkey-patches the whole process with gevent.
 
+The mix is the stack file's ``[load]`` (``stackcheck.loadmix``: weighted requests with groups
+and templated paths and bodies, seeds before the run, cleanup after it). The master sends the
+seeds, hands their captured values to the workers and, once every worker has sent its last
+samples, the cleanup. ClosedLoopUser sends the mix with the profile's think time; OpenLoopUser
+on the profile's arrival schedule.
+
+A stack's own locustfile (``[load] locustfile = "..."``) is loaded after this file
+(``locust -f DRIVER,THEIRS``). The contract for that file:
+
+* It defines Locust User classes (HttpUser or FastHttpUser) and nothing else that stackcheck
+  needs: this driver supplies the load shape (the profile; the users' weights split the user
+  count), the sample transport and the final flush. Closed loop only.
+* Every request a user makes through ``self.client`` is a sample: endpoint = the request's
+  ``name`` (or its URL), group = ``context={"group": "..."}`` if given, else the endpoint;
+  latency = Locust's response time; a failed request's error kind is ``http-STATUS`` when an
+  answer came, else ``timeout`` or ``connection``. Objectives apply as to a mix.
+* ``STACKCHECK_LOAD_PLAN`` (JSON) carries ``host``, ``token`` (send it as
+  ``X-Stackcheck-Load`` for the stack's rate-limit bypass), ``run`` (a marker unique to the
+  run, for the data it creates) and ``ca_file``; with a run CA, ``SSL_CERT_FILE`` and
+  ``REQUESTS_CA_BUNDLE`` point at it, so the users' clients trust the stack's certificate.
+* Samples go to the plan's ``samples_file`` through the driver: JSON lines, written by the
+  master only (``{"start": t}``, then ``{"worker": id, "samples": [[epoch_s, endpoint, group,
+  latency_ms, late_ms, error], ...], "final": bool}``, last ``{"stop": t, "removed": n}``).
+
 Workers on other hosts: start the master with ``stackcheck load run --master-bind 0.0.0.0
 --external-workers N`` (it prints the worker command with the plan), then on each host, with
-this repository's ``load/`` directory and ``pip install locust``, run the printed
-``STACKCHECK_LOAD_PLAN='...' locust -f load/locustfile.py --worker --master-host MASTER``.
+``pip install stackcheck`` (this file imports ``stackcheck.loadmix``), run the printed
+``STACKCHECK_LOAD_PLAN='...' locust -f .../locustfile.py --worker --master-host MASTER``.
 Their clocks must be NTP-synchronised: samples carry wall-clock completion times.
 
 Each worker records every request (endpoint, group, latency, lateness, error kind) and sends
@@ -20,6 +44,7 @@ start on time (all users busy) are counted, so coordinated omission shows instea
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import random
@@ -35,34 +60,28 @@ from locust import FastHttpUser, LoadTestShape, between, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from stackcheck.load.profiles import Profile
+from stackcheck.loadmix import CleanupRequest, HttpTemplate, LoadMix, MixRequest, Rendered, Scalar, Values, capture
+
 if "STACKCHECK_LOAD_PLAN" not in os.environ:
     sys.exit("load/locustfile.py is driven by stackcheck: run `stackcheck load run` (it sets STACKCHECK_LOAD_PLAN)")
 PLAN: dict[str, Any] = json.loads(os.environ["STACKCHECK_LOAD_PLAN"])
-PROFILE = PLAN["profile"]
-STAGES: list[list[float]] = PROFILE["stages"]
-DURATION = sum(d for d, _ in STAGES)
+PROFILE = Profile.from_dict(PLAN["profile"])
+DURATION = PROFILE.duration_s
 HEADERS = {"X-Stackcheck-Load": PLAN["token"]} if PLAN.get("token") else {}
-CATEGORY = PLAN["category"]  # every card this run creates carries it, so cleanup finds them all
-SEARCH_WORDS = ("alpha", "bravo", "charlie", "delta")
+MIX = LoadMix.from_plan(PLAN["mix"])
+OWN_USERS = MIX.locustfile is not None  # the stack's locustfile brings the users
 FLUSH_S = 0.5
-
-
-def level_at(t: float) -> float:
-    """The profile's load level at t (same rule as stackcheck.load.profiles.Profile.level_at;
-    repeated here because workers on other hosts need only this file and locust)."""
-    start, previous = 0.0, 0.0
-    for duration, target in STAGES:
-        if t < start + duration:
-            return previous + (target - previous) * (t - start) / duration
-        start, previous = start + duration, target
-    return previous
-
+CLEANUP_S = 30.0
 
 # -- samples ---------------------------------------------------------------------------------------
 BUFFER: list[list[Any]] = []  # [completed_epoch, endpoint, group, latency_ms, late_ms, error]
-SEED_IDS: list[str] = []
+SHARED: dict[str, list[Scalar]] = {name: list(items) for name, items in MIX.values.items()}  # + seeds' captures
 SEEDED = Event()
 FINAL_FLUSHES: list[str] = []  # master: workers whose users have stopped and sent their last samples
+SEQ = itertools.count()
+RNG = random.Random()
+CAPTURING = set(MIX.user_lists())  # requests whose answers fill a user's list
 
 
 class Schedule:
@@ -80,7 +99,7 @@ class Schedule:
     def _advance(self) -> bool:
         """Move to the next send time; False once past the run's end."""
         while self.next - self.t0 < DURATION:
-            rate = level_at(self.next - self.t0) * PROFILE["rps_per_level"] / PLAN["workers"]
+            rate = PROFILE.level_at(self.next - self.t0) * PROFILE.rps_per_level / PLAN["workers"]
             if rate > 0:
                 self.next += 1.0 / rate
                 return self.next - self.t0 < DURATION
@@ -104,16 +123,17 @@ class Schedule:
 SCHEDULE = Schedule()
 
 
-def _error_kind(response: Any) -> str:
-    if response.status_code:
-        return f"http-{response.status_code}"
-    error = getattr(response, "error", None)
+def _error_kind(response: Any, exception: Any = None) -> str:
+    status = getattr(response, "status_code", 0)
+    if status:
+        return f"http-{status}"
+    error = getattr(response, "error", None) or exception
     name = type(error).__name__.lower() if error is not None else "unknown"
     return "timeout" if "timeout" in name else "connection"
 
 
-class PromptCardUser(FastHttpUser):
-    """The reference API's request mix (closed loop: think time between requests)."""
+class MixUser(FastHttpUser):
+    """Sends the stack file's mix; each user keeps its own captured values (what it created, say)."""
 
     abstract = True
     insecure = False
@@ -126,98 +146,64 @@ class PromptCardUser(FastHttpUser):
         return gevent.ssl.create_default_context(cafile=PLAN.get("ca_file") or cafile)
 
     def on_start(self) -> None:
-        self.own: list[str] = []
         self.intended: float | None = None
         SEEDED.wait(10)
-        self.create()
+        self.lists: dict[str, list[Scalar]] = {**SHARED, **MIX.user_lists()}
 
-    def call(self, endpoint: str, group: str, method: str, path: str, ok: tuple[int, ...], **kw: Any) -> Any:
+    def send(self, request: MixRequest) -> None:
+        needed = request.http.missing(self.lists)
+        if needed in CAPTURING:  # nothing of that kind yet: make one first
+            request = MIX.request(needed)
+        elif needed is not None:  # a seed's values never arrived (the master's message was late)
+            BUFFER.append([time.time(), request.name, request.group, 0.0, 0.0, "unseeded"])
+            return
+        runner = self.environment.runner
+        seq = next(SEQ) * PLAN["workers"] + (runner.worker_index if isinstance(runner, WorkerRunner) else 0)
+        filled = request.http.render(Values(PLAN["run"], seq, self.lists, rng=RNG))
         intended = self.intended
         started = time.perf_counter()
-        body: Any = None
-        with self.client.request(method, path, name=endpoint, headers=HEADERS, catch_response=True, **kw) as resp:
-            if resp.status_code in ok:
-                resp.success()
-                error = ""
-                if resp.status_code != 204:
-                    body = resp.json()
-            else:
-                error = _error_kind(resp)
+        headers = {**HEADERS, **filled.headers}
+        body = filled.body.encode() if filled.body is not None else None
+        with self.client.request(
+            filled.method, filled.path, name=request.name, headers=headers, data=body, json=filled.json,
+            catch_response=True,
+        ) as resp:  # fmt: skip
+            error = "" if request.http.accepts(resp.status_code) else _error_kind(resp)
+            if not error and request.capture is not None:
+                error = self._capture(request, resp)
+            if error:
                 resp.failure(error)
+            else:
+                resp.success()
         ended = time.perf_counter()
         begin = intended if intended is not None else started
         late = (started - intended) * 1000 if intended is not None else 0.0
-        BUFFER.append([time.time(), endpoint, group, (ended - begin) * 1000, late, error])
-        return body
+        BUFFER.append([time.time(), request.name, request.group, (ended - begin) * 1000, late, error])
 
-    # -- the mix -----------------------------------------------------------------------------------
-    def list_cards(self) -> None:
-        self.call("list", "read", "GET", f"/api/prompt-cards?page={random.randint(1, 3)}&page_size=20", (200,))
-
-    def filter_cards(self) -> None:
-        self.call("filter", "read", "GET", f"/api/prompt-cards?category={CATEGORY}&page_size=20", (200,))
-
-    def search_cards(self) -> None:
-        self.call("search", "read", "GET", f"/api/prompt-cards?q={random.choice(SEARCH_WORDS)}", (200,))
-
-    def get_card(self) -> None:
-        card = random.choice(SEED_IDS or self.own or [None])
-        if card is None:
-            return self.create()
-        self.call("get", "read", "GET", f"/api/prompt-cards/{card}", (200,))
-        return None
-
-    def create(self) -> None:
-        word = random.choice(SEARCH_WORDS)
-        body = {"title": f"load {word}", "prompt": f"Summarise {{{{text}}}} ({word})", "category": CATEGORY}
-        card = self.call("create", "write", "POST", "/api/prompt-cards", (201,), json=body)
-        if card:
-            self.own.append(card["id"])
-
-    def update(self) -> None:
-        if not self.own:
-            return self.create()
-        body = {"description": f"updated {time.time():.3f}"}
-        self.call("update", "write", "PUT", f"/api/prompt-cards/{random.choice(self.own)}", (200,), json=body)
-        return None
-
-    def delete(self) -> None:
-        if len(self.own) < 2:  # keep one card for updates and test cases
-            return self.create()
-        self.call("delete", "write", "DELETE", f"/api/prompt-cards/{self.own.pop(0)}", (204,))
-        return None
-
-    def create_test_case(self) -> None:
-        if not self.own:
-            return self.create()
-        body = {"name": "load case", "input": {"text": "hello"}, "expected_output": "hi"}
-        path = f"/api/prompt-cards/{self.own[-1]}/test-cases"
-        self.call("test-case-create", "write", "POST", path, (201,), json=body)
-        return None
-
-    def list_test_cases(self) -> None:
-        if not self.own:
-            return self.create()
-        self.call("test-cases", "read", "GET", f"/api/prompt-cards/{self.own[-1]}/test-cases", (200,))
-        return None
-
-    def health(self) -> None:
-        self.call("health", "health", "GET", "/api/health", (200,))
-
-    MIX = (
-        (list_cards, 20), (filter_cards, 15), (search_cards, 10), (get_card, 25), (create, 8), (update, 6),
-        (delete, 4), (create_test_case, 4), (list_test_cases, 4), (health, 4),
-    )  # fmt: skip
+    def _capture(self, request: MixRequest, resp: Any) -> str:
+        """Keeps what the answer carries at the request's capture path; an error kind if nothing."""
+        assert request.capture is not None
+        try:
+            found = capture(request.capture, resp.json())
+        except (ValueError, TypeError):  # not JSON, or no body
+            found = []
+        self.lists[request.name].extend(found)
+        return "" if found else "capture"
 
 
-class ClosedLoopUser(PromptCardUser):
-    wait_time = between(*PROFILE["wait_s"])
-    tasks = dict(PromptCardUser.MIX)  # noqa: RUF012 (Locust's own class attribute)
+class ClosedLoopUser(MixUser):
+    abstract = OWN_USERS
+    wait_time = between(*PROFILE.wait_s)
+
+    @task
+    def mixed(self) -> None:
+        self.send(MIX.choose(RNG))
 
 
-class OpenLoopUser(PromptCardUser):
+class OpenLoopUser(MixUser):
     """One of a bounded pool of senders; each takes the next scheduled send time."""
 
+    abstract = OWN_USERS
     wait_time = constant(0)
 
     @task
@@ -227,26 +213,12 @@ class OpenLoopUser(PromptCardUser):
             gevent.sleep(1.0)
             return
         gevent.sleep(max(0.0, slot - time.perf_counter()))
-        actions, weights = zip(*PromptCardUser.MIX, strict=True)
         self.intended = slot
         try:
-            random.choices(actions, weights)[0](self)
+            self.send(MIX.choose(RNG))
         finally:
             self.intended = None
             SCHEDULE.sent += 1
-
-
-class StaticUser(PromptCardUser):
-    """Generator capacity (bench/load.py): the edge's static ``GET /``, no think time."""
-
-    wait_time = constant(0)
-
-    def on_start(self) -> None:
-        self.intended = None
-
-    @task
-    def static(self) -> None:
-        self.call("static", "static", "GET", "/", (200,))
 
 
 class ProfileShape(LoadTestShape):
@@ -257,10 +229,22 @@ class ProfileShape(LoadTestShape):
         if PLAN["mode"] == "open":
             pool = PLAN["pool_per_worker"] * PLAN["workers"]
             return pool, pool
-        return round(level_at(t)), 100
+        return round(PROFILE.level_at(t)), 100
 
 
-# -- seeding, cleanup and sample transport -----------------------------------------------------------
+def _on_own_request(
+    name: str, response_time: float, response: Any = None, context: Any = None, exception: Any = None, **_: Any
+) -> None:
+    """A sample of the stack's own users (see the contract above)."""
+    error = "" if exception is None else _error_kind(response, exception)
+    BUFFER.append([time.time(), name, (context or {}).get("group", name), response_time, 0.0, error])
+
+
+if OWN_USERS:
+    events.request.add_listener(_on_own_request)
+
+
+# -- seeds, cleanup and sample transport -----------------------------------------------------------
 def _api() -> requests.Session:
     session = requests.Session()
     session.headers.update(HEADERS)
@@ -269,24 +253,50 @@ def _api() -> requests.Session:
     return session
 
 
+def _send(api: requests.Session, filled: Rendered) -> requests.Response:
+    return api.request(
+        filled.method, f"{PLAN['host']}{filled.path}", json=filled.json, data=filled.body,
+        headers=dict(filled.headers), timeout=10,
+    )  # fmt: skip
+
+
 def _record(line: dict[str, Any]) -> None:
     with open(PLAN["samples_file"], "a") as f:
         f.write(json.dumps(line) + "\n")
 
 
+def _seed(api: requests.Session) -> dict[str, list[Scalar]]:
+    """Every seed request, in file order; a list of captured values per capturing seed."""
+    lists = dict(SHARED)
+    for seed in MIX.seeds:
+        found: list[Scalar] = []
+        for i in range(seed.count):
+            filled = seed.http.render(Values(PLAN["run"], i, lists, rng=RNG))
+            response = _send(api, filled)
+            where = f"seed {seed.name} #{i}: {filled.method} {filled.path}"
+            if not seed.http.accepts(response.status_code):
+                raise ValueError(f"{where} answered {response.status_code}: {response.text[:200]}")
+            if seed.capture is not None:
+                values = capture(seed.capture, response.json())
+                if not values:
+                    raise ValueError(f"{where}: the answer has nothing at {seed.capture!r}: {response.text[:200]}")
+                found += values
+        if seed.capture is not None:
+            lists[seed.name] = found
+    return lists
+
+
 @events.test_start.add_listener
 def _on_test_start(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, MasterRunner):
-        with _api() as api:
-            ids = []
-            for i in range(PLAN["seed_cards"]):
-                word = SEARCH_WORDS[i % len(SEARCH_WORDS)]
-                body = {"title": f"seed {word} {i}", "prompt": f"Seeded {word} prompt", "category": CATEGORY}
-                response = api.post(f"{PLAN['host']}/api/prompt-cards", json=body, timeout=10)
-                response.raise_for_status()
-                ids.append(response.json()["id"])
-        environment.runner.send_message("stackcheck_seed", ids)
-        _record({"start": time.time(), "seeded": len(ids)})
+        try:
+            with _api() as api:
+                lists = _seed(api)
+        except (ValueError, requests.RequestException) as exc:
+            _record({"failed": str(exc)})  # LoadRun raises it and stops every process
+            return
+        environment.runner.send_message("stackcheck_seed", lists)
+        _record({"start": time.time(), "seeded": sum(s.count for s in MIX.seeds)})
         gevent.spawn(_report_users, environment)
     elif isinstance(environment.runner, WorkerRunner):
         SCHEDULE.start()
@@ -299,30 +309,51 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
         _flush(environment, final=True)
     elif isinstance(environment.runner, MasterRunner):
         # Headless Locust ends a shape by quitting, and a quitting master fires test_stop before it
-        # tells workers anything: stop them now, so their last samples arrive and the sweep below
-        # does not delete cards still in use.
+        # tells workers anything: stop them now, so their last samples arrive and the cleanup below
+        # does not delete data still in use.
         environment.runner.send_message("stackcheck_stop")
         with gevent.Timeout(15, False):
             while len(FINAL_FLUSHES) < PLAN["workers"]:
                 gevent.sleep(0.1)
-        _record({"stop": time.time(), "removed": _sweep()})
+        _record({"stop": time.time(), "removed": _cleanup()})
 
 
-def _sweep(deadline_s: float = 30.0) -> int:
-    """Delete every card of this run's category (seeded and created), within a deadline."""
+def _cleanup() -> int:
+    """Every cleanup request, within one deadline; how many of its requests were answered as expected."""
     removed = 0
-    deadline = time.monotonic() + deadline_s
-    pool = gevent.pool.Pool(8)
+    deadline = time.monotonic() + CLEANUP_S
     with _api() as api:
-        while time.monotonic() < deadline:
-            page = api.get(f"{PLAN['host']}/api/prompt-cards?category={CATEGORY}&page_size=100", timeout=10).json()
-            if not page["items"]:
-                break
-            urls = [f"{PLAN['host']}/api/prompt-cards/{card['id']}" for card in page["items"]]
-            with gevent.Timeout(max(0.1, deadline - time.monotonic()), False):
-                removed += sum(
-                    r.status_code == 204 for r in pool.imap_unordered(lambda u: api.delete(u, timeout=10), urls)
-                )
+        for step in MIX.cleanup:
+            removed += _clean(api, step, deadline)
+    return removed
+
+
+def _clean(api: requests.Session, step: CleanupRequest, deadline: float) -> int:
+    listing = step.http.render(Values(PLAN["run"], 0, dict(SHARED), rng=RNG))
+    if step.each is None or step.capture is None:
+        return int(step.http.accepts(_send(api, listing).status_code))
+    each: HttpTemplate = step.each
+    pool = gevent.pool.Pool(8)
+    removed = 0
+    while time.monotonic() < deadline:  # listed again until nothing is left (pages, late writes)
+        response = _send(api, listing)
+        try:
+            items = capture(step.capture, response.json()) if step.http.accepts(response.status_code) else []
+        except ValueError:  # not JSON: nothing to remove
+            items = []
+        if not items:
+            break
+
+        def one(item: Scalar) -> bool:
+            filled = each.render(Values(PLAN["run"], 0, dict(SHARED), item, RNG))
+            return each.accepts(_send(api, filled).status_code)
+
+        done = 0
+        with gevent.Timeout(max(0.1, deadline - time.monotonic()), False):
+            done = sum(pool.imap_unordered(one, items))
+        removed += done
+        if not done:  # nothing it lists can be removed: listing again would find the same
+            break
     return removed
 
 
@@ -349,7 +380,7 @@ def _report_users(environment: Environment) -> None:
 
 
 def _on_seed(environment: Environment, msg: Any, **_: Any) -> None:
-    SEED_IDS[:] = msg.data
+    SHARED.update(msg.data)
     SEEDED.set()
 
 

@@ -3,7 +3,8 @@
     .venv/bin/pytest load -m load [--profile steady] [--workers 2] [--history-url postgresql://...]
 
 Fails with the table of every breached objective, on an early abort (an objective breached
-for a sustained window), and on a regression against the history's baseline.
+for a sustained window), and on a regression against the history's baseline. A stack file
+without a ``[load]`` mix is not evaluated (skipped before anything boots).
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from stackcheck.fixtures.stack import stack_file
 
+from stackcheck import stackfile
 from stackcheck.load import LoadReport, Verdict, breach_table
+from stackcheck.load.runner import NO_MIX
 from stackcheck.stack import Stack
 
 pytestmark = pytest.mark.load
 
 
-def test_load_gate(stack: Stack, load_run: Callable[..., LoadReport]) -> None:
+def test_load_gate(request: pytest.FixtureRequest, load_run: Callable[..., LoadReport]) -> None:
+    if stackfile.load(stack_file(request.config)).load_mix is None:
+        pytest.skip(NO_MIX)
+    stack: Stack = request.getfixturevalue("stack")
     report = load_run(stack)
     total = report.total
     summary = (

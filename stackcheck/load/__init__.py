@@ -10,7 +10,8 @@ from stackcheck.load.profiles import PROFILES, Mode, Profile, Stage
 from stackcheck.load.regression import RegressionPolicy, RegressionResult, Verdict
 from stackcheck.load.report import SCHEMA, LoadReport, OpenLoopStats, read_samples, validate
 from stackcheck.load.runner import LoadRun, default_workers
-from stackcheck.load.stats import LatencySummary, Sample, percentile
+from stackcheck.load.stats import LatencySummary, LoadSample
+from stackcheck.stats import percentile
 
 __all__ = [
     "PROFILES",
@@ -22,6 +23,7 @@ __all__ = [
     "LoadError",
     "LoadReport",
     "LoadRun",
+    "LoadSample",
     "Machine",
     "Metric",
     "Mode",
@@ -31,7 +33,6 @@ __all__ = [
     "RegressionResult",
     "ReportSchemaError",
     "RunRecord",
-    "Sample",
     "Stage",
     "Verdict",
     "breach_table",

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from stackcheck.load.stats import IntervalSeries, LatencySummary, Sample, percentile, summarize
+from stackcheck.load.stats import IntervalSeries, LatencySummary, LoadSample, summarize
 from stackcheck.stackfile import LoadObjective
+from stackcheck.stats import percentile
 
 DEFAULT = "default"
 TOTAL = "total"
@@ -50,11 +51,13 @@ def breach_table(breaches: Sequence[Breach]) -> str:
     return "\n".join([head, *(b.line() for b in breaches)])
 
 
-def scopes(objectives: Mapping[str, LoadObjective], samples: Sequence[Sample]) -> dict[str, tuple[str, list[Sample]]]:
+def scopes(
+    objectives: Mapping[str, LoadObjective], samples: Sequence[LoadSample]
+) -> dict[str, tuple[str, list[LoadSample]]]:
     """scope name -> (objective name, samples it covers)."""
     endpoints = sorted({s.endpoint for s in samples})
     groups = {s.endpoint: s.group for s in samples}
-    out: dict[str, tuple[str, list[Sample]]] = {}
+    out: dict[str, tuple[str, list[LoadSample]]] = {}
     for name in objectives:
         if name == TOTAL:
             out[TOTAL] = (name, list(samples))
@@ -68,7 +71,7 @@ def scopes(objectives: Mapping[str, LoadObjective], samples: Sequence[Sample]) -
 
 
 def evaluate(
-    objectives: Mapping[str, LoadObjective], samples: Sequence[Sample], duration_s: float
+    objectives: Mapping[str, LoadObjective], samples: Sequence[LoadSample], duration_s: float
 ) -> tuple[list[Breach], dict[str, LatencySummary]]:
     """Every breach, and the summary of each scope that was evaluated."""
     breaches: list[Breach] = []
@@ -109,7 +112,7 @@ class SustainedBreachWatch:
         samples = [s for second in range(complete_until) for s in series.buckets.get(second, [])]
         for scope, (name, covered) in scopes(self.objectives, samples).items():
             objective = self.objectives[name]
-            by_second: dict[int, list[Sample]] = {}
+            by_second: dict[int, list[LoadSample]] = {}
             for s in covered:
                 by_second.setdefault(int(s.t), []).append(s)
             for metric, target in ((Metric.P95, objective.p95_ms), (Metric.ERROR_RATE, objective.max_error_rate)):

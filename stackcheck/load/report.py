@@ -19,7 +19,7 @@ from typing import Any
 from stackcheck.load.errors import ReportSchemaError
 from stackcheck.load.objectives import Breach, Metric
 from stackcheck.load.regression import RegressionResult
-from stackcheck.load.stats import Interval, LatencySummary, Sample, histogram
+from stackcheck.load.stats import Interval, LatencySummary, LoadSample, histogram
 
 SCHEMA = "stackcheck.load/1"
 
@@ -112,7 +112,7 @@ class LoadReport:
             "machine": self.machine,
         }
 
-    def write(self, directory: Path, samples: Iterable[Sample]) -> None:
+    def write(self, directory: Path, samples: Iterable[LoadSample]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         samples = list(samples)
         (directory / "report.json").write_text(json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n")
@@ -163,7 +163,7 @@ def _check(data: dict[str, Any], keys: dict[str, Any], where: str) -> None:
             )
 
 
-def read_samples(directory: Path) -> list[Sample]:
+def read_samples(directory: Path) -> list[LoadSample]:
     with gzip.open(directory / "samples.csv.gz", "rt", newline="") as gz:
         rows = list(csv.reader(gz))[1:]
-    return [Sample(float(t), e, g, float(lat), float(late), err) for t, e, g, lat, late, err in rows]
+    return [LoadSample(float(t), e, g, float(lat), float(late), err) for t, e, g, lat, late, err in rows]

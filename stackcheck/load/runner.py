@@ -5,9 +5,10 @@
     print(report.breaches, report.regression)
 
 Locust (and its gevent monkey-patching) never enters this process: a master and ``workers``
-worker processes run ``load/locustfile.py``; the master appends every worker's raw samples to
-a file that this process tails for the live progress line and the abort rule, and reads in
-full at the end for exact percentiles.
+worker processes run the driver ``load/locustfile.py`` with the stack file's ``[load]`` mix
+(``stackcheck.loadmix``) or the stack's own locustfile; the master appends every worker's raw
+samples to a file that this process tails for the live progress line and the abort rule, and
+reads in full at the end for exact percentiles.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ from stackcheck.load.objectives import SustainedBreachWatch
 from stackcheck.load.profiles import Mode, Profile
 from stackcheck.load.regression import RegressionPolicy, Verdict, compare
 from stackcheck.load.report import LoadReport, OpenLoopStats
-from stackcheck.load.stats import IntervalSeries, Sample, summarize
+from stackcheck.load.stats import IntervalSeries, LoadSample, summarize
+from stackcheck.loadmix import LoadMix
 from stackcheck.stack import Stack
 from stackcheck.stackfile import LoadObjective
 from stackcheck.target import HttpTarget
 
-LOCUSTFILE = resources.product_suites()["load"] / "locustfile.py"
+DRIVER = resources.product_suites()["load"] / "locustfile.py"
+NO_MIX = "the stack file declares no [load] mix"
+NO_MIX_FIX = "add [load.requests.NAME] tables (method, path, group, weight) or [load] locustfile: README, Load"
 REPORTS = Path("reports")  # under the directory stackcheck runs in
 STARTUP_TIMEOUT_S = 60.0  # master up, workers connected, data seeded
 STOP_GRACE_S = 45.0  # users finish in-flight requests, the master sweeps the run's data
@@ -71,7 +75,7 @@ class _Tail:
     path: Path
     t0: float | None = None
     stopped: bool = False
-    samples: list[Sample] = field(default_factory=list)
+    samples: list[LoadSample] = field(default_factory=list)
     users: int = 0
     users_at: dict[int, int] = field(default_factory=dict)  # second of the run -> users then
     scheduled: int = 0
@@ -81,7 +85,7 @@ class _Tail:
     _offset: int = 0
     _pending: list[list[Any]] = field(default_factory=list)
 
-    def poll(self) -> list[Sample]:
+    def poll(self) -> list[LoadSample]:
         if not self.path.exists():
             return []
         with self.path.open() as f:
@@ -93,7 +97,7 @@ class _Tail:
             self._line(json.loads(line))
         if self.t0 is None:
             return []
-        new = [Sample(r[0] - self.t0, r[1], r[2], r[3], r[4], r[5]) for r in self._pending]
+        new = [LoadSample(r[0] - self.t0, r[1], r[2], r[3], r[4], r[5]) for r in self._pending]
         self._pending.clear()
         self.samples.extend(new)
         return new
@@ -107,6 +111,8 @@ class _Tail:
                 self.users_at[max(0, int(data["at"] - self.t0))] = data["users"]
         if "stop" in data:
             self.stopped, self.removed = True, data["removed"]
+        if "failed" in data:
+            raise LoadError(f"the load run could not start: {data['failed']}", "fix the stack file's [load.seed]")
         self._pending.extend(data.get("samples", []))
         if data.get("scheduled") is not None:
             self.scheduled += data["scheduled"]
@@ -132,17 +138,16 @@ class LoadRun:
     regression_policy: RegressionPolicy = field(default_factory=RegressionPolicy)
     update_baseline: bool = False
     progress: Callable[[str, bool], None] | None = stderr_progress
-    seed_cards: int = 20
+    mix: LoadMix | None = None  # what to send: the stack file's [load]
     late_threshold_ms: float = 10.0
-    locustfile: Path = LOCUSTFILE
-    user_class: str | None = None  # a locustfile user class instead of the mode's (bench/load.py: StaticUser)
     master_bind: str = "127.0.0.1"
     external_workers: int = 0  # workers started by hand on other hosts (see load/locustfile.py)
 
     @classmethod
     def for_stack(cls, stack: Stack, profile: Profile, **kwargs: Any) -> LoadRun:
-        """A run against ``stack``'s entrypoint with its objectives and load token."""
+        """A run against ``stack``'s entrypoint with its objectives, load mix and load token."""
         kwargs.setdefault("objectives", dict(stack.spec.objectives.load))
+        kwargs.setdefault("mix", stack.spec.load_mix)
         kwargs.setdefault("token", stack.secrets.get("load-token"))
         return cls(stack.target(), profile, stack_name=stack.spec.name, stack_path=stack.spec.path, **kwargs)
 
@@ -150,10 +155,15 @@ class LoadRun:
     def out_dir(self) -> Path:
         return self.reports_dir / self.run_id / "load"
 
-    def _plan(self, samples_file: Path) -> dict[str, Any]:
+    def _plan(self, mix: LoadMix, samples_file: Path) -> dict[str, Any]:
         total_workers = self.workers + self.external_workers
         if total_workers < 1:
             raise LoadError("a load run needs at least one worker", "pass workers=1 or more")
+        if mix.locustfile is not None and self.mode is Mode.OPEN:
+            raise LoadError(
+                f"open loop sends the stack file's [load.requests]; {mix.locustfile} runs its own users",
+                "run the stack's locustfile closed loop (the default), or declare the mix as data",
+            )
         peak_rps = self.profile.peak * self.profile.rps_per_level
         inflight = self.max_inflight or max(4, math.ceil(peak_rps / 4))
         return {
@@ -164,18 +174,20 @@ class LoadRun:
             "mode": self.mode.value,
             "workers": total_workers,
             "pool_per_worker": math.ceil(inflight / total_workers),
-            "seed_cards": self.seed_cards,
-            "category": f"sc-{self.run_id}"[:100],
+            "run": f"sc-{self.run_id}",  # ${run}: marks what this run creates, for its cleanup
+            "mix": mix.to_plan(),
             "samples_file": str(samples_file),
         }
 
     def run(self) -> LoadReport:
-        if not self.locustfile.exists():
-            raise LoadError(f"locustfile {self.locustfile} does not exist", "run from a stackcheck checkout")
+        if self.mix is None:
+            raise LoadError(NO_MIX, NO_MIX_FIX)
+        if not DRIVER.exists():
+            raise LoadError(f"the load driver {DRIVER} does not exist", "reinstall stackcheck")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         samples_file = self.out_dir / "raw-samples.jsonl"
         samples_file.unlink(missing_ok=True)
-        plan = self._plan(samples_file)
+        plan = self._plan(self.mix, samples_file)
         started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         tail, aborted = self._drive(plan, samples_file)
         samples_file.unlink(missing_ok=True)  # samples.csv.gz holds them in a documented format
@@ -185,13 +197,18 @@ class LoadRun:
     def _drive(self, plan: dict[str, Any], samples_file: Path) -> tuple[_Tail, str | None]:
         port = _free_port()
         env = {**os.environ, "STACKCHECK_LOAD_PLAN": json.dumps(plan), "PYTHONUNBUFFERED": "1"}
-        user_class = self.user_class or ("OpenLoopUser" if self.mode is Mode.OPEN else "ClosedLoopUser")
-        locust = [sys.executable, "-m", "locust", "-f", str(self.locustfile), "--loglevel", "WARNING"]
+        assert self.mix is not None
+        files, user_classes = str(DRIVER), ["OpenLoopUser" if self.mode is Mode.OPEN else "ClosedLoopUser"]
+        if self.mix.locustfile is not None:  # the driver's shape and samples, the stack's users (all of them)
+            files, user_classes = f"{DRIVER},{self.mix.locustfile}", []
+            if self.target.ca_file:  # so that the stack's own clients trust the run's CA too
+                env |= {"SSL_CERT_FILE": str(self.target.ca_file), "REQUESTS_CA_BUNDLE": str(self.target.ca_file)}
+        locust = [sys.executable, "-m", "locust", "-f", files, "--loglevel", "WARNING"]
         master_cmd = [
             *locust, "--master", "--headless", "--master-bind-host", self.master_bind,
             "--master-bind-port", str(port), "--expect-workers", str(plan["workers"]),
             "--expect-workers-max-wait", str(int(STARTUP_TIMEOUT_S)), "--host", self.target.base_url,
-            "--stop-timeout", "5", "--exit-code-on-error", "0", "--only-summary", user_class,
+            "--stop-timeout", "5", "--exit-code-on-error", "0", "--only-summary", *user_classes,
         ]  # fmt: skip
         worker_cmd = [*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
         logs: list[IO[bytes]] = []
@@ -211,11 +228,11 @@ class LoadRun:
             if self.external_workers:
                 self._say(
                     f"waiting for {self.external_workers} external worker(s): STACKCHECK_LOAD_PLAN='{json.dumps(plan)}'"
-                    f" locust -f load/locustfile.py --worker --master-host THIS_HOST --master-port {port}",
+                    f" locust -f {files} --worker --master-host THIS_HOST --master-port {port}",
                     True,
                 )
             return self._watch(master, procs, samples_file)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (stackcheck.interrupt): stop Locust now, not in 45 s
+        except (KeyboardInterrupt, LoadError):  # Ctrl-C, SIGTERM (stackcheck.interrupt), a failed start: stop now
             for proc in procs:
                 self._end(proc, wait_first=False)
             raise

@@ -1,6 +1,6 @@
 """Exact latency statistics from every recorded sample.
 
-Percentiles use the nearest-rank definition on all samples (the value at rank ceil(q/100 * n)),
+Percentiles use the nearest-rank definition (``stackcheck.stats.percentile``) on all samples,
 so they are exact, not bucketed: Locust's own stats round response times to about two
 significant digits. The HdrHistogram written next to the report (3 significant digits) is the
 compact raw form for other tools.
@@ -16,13 +16,15 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from stackcheck.stats import percentile
+
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 HISTOGRAM_MAX_US = 3_600_000_000  # one hour
 HISTOGRAM_DIGITS = 3
 
 
 @dataclass(frozen=True)
-class Sample:
+class LoadSample:
     """One request. ``t`` is its completion, seconds since the run started."""
 
     t: float
@@ -35,14 +37,6 @@ class Sample:
     @property
     def ok(self) -> bool:
         return not self.error
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values; NaN for none."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ def pname(q: float) -> str:
     return f"p{q:g}"
 
 
-def summarize(samples: Sequence[Sample], duration_s: float, late_threshold_ms: float = 10.0) -> LatencySummary:
+def summarize(samples: Sequence[LoadSample], duration_s: float, late_threshold_ms: float = 10.0) -> LatencySummary:
     """Latency of every sample (errors included: a slow 503 is still a slow answer)."""
     values = sorted(s.latency_ms for s in samples)
     errors = Counter(s.error for s in samples if s.error)
@@ -145,10 +139,10 @@ class IntervalSeries:
     """Per-1 s buckets, filled incrementally as samples arrive (for the live view and the abort rule)."""
 
     late_threshold_ms: float = 10.0
-    buckets: dict[int, list[Sample]] = field(default_factory=dict)
+    buckets: dict[int, list[LoadSample]] = field(default_factory=dict)
     users: dict[int, int] = field(default_factory=dict)
 
-    def add(self, samples: Iterable[Sample]) -> None:
+    def add(self, samples: Iterable[LoadSample]) -> None:
         for s in samples:
             self.buckets.setdefault(int(s.t), []).append(s)
 
@@ -170,7 +164,7 @@ class IntervalSeries:
         return [self.interval(second) for second in range(until)]
 
 
-def histogram(samples: Iterable[Sample]) -> HdrHistogram:
+def histogram(samples: Iterable[LoadSample]) -> HdrHistogram:
     """HdrHistogram of latencies in microseconds, 3 significant digits."""
     hist = HdrHistogram(1, HISTOGRAM_MAX_US, HISTOGRAM_DIGITS)
     for s in samples:

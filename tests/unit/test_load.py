@@ -16,13 +16,13 @@ import pytest
 from stackcheck.load import (
     History,
     LoadReport,
+    LoadSample,
     Machine,
     Metric,
     OpenLoopStats,
     RegressionPolicy,
     ReportSchemaError,
     RunRecord,
-    Sample,
     Verdict,
     percentile,
     profiles,
@@ -51,10 +51,12 @@ def test_percentiles_match_the_definition(seed: int) -> None:
 
 
 def test_summary_counts_errors_by_kind_and_late_sends() -> None:
-    samples = [Sample(0.1 * i, "get", "read", float(i), late_ms=20.0 if i % 10 == 0 else 0.0) for i in range(1, 101)]
+    samples = [
+        LoadSample(0.1 * i, "get", "read", float(i), late_ms=20.0 if i % 10 == 0 else 0.0) for i in range(1, 101)
+    ]
     samples += [
-        Sample(5.0, "get", "read", 500.0, error="http-503"),
-        Sample(5.0, "get", "read", 10_000.0, error="timeout"),
+        LoadSample(5.0, "get", "read", 500.0, error="http-503"),
+        LoadSample(5.0, "get", "read", 10_000.0, error="timeout"),
     ]
     s = summarize(samples, duration_s=10)
     assert (s.count, s.errors, s.errors_by_kind, s.late) == (102, 2, {"http-503": 1, "timeout": 1}, 10)
@@ -65,7 +67,7 @@ def test_summary_counts_errors_by_kind_and_late_sends() -> None:
 
 def test_histogram_agrees_with_exact_percentiles_to_three_digits() -> None:
     rng = random.Random(1)
-    samples = [Sample(0, "e", "g", rng.uniform(1, 900)) for _ in range(5000)]
+    samples = [LoadSample(0, "e", "g", rng.uniform(1, 900)) for _ in range(5000)]
     ordered = sorted(s.latency_ms for s in samples)
     from stackcheck.load.stats import histogram
 
@@ -87,9 +89,9 @@ def test_profiles_ramp_linearly_and_scale_in_time() -> None:
         profiles.get("nope")
 
 
-def _samples(endpoint: str, group: str, latencies: list[float], errors: int = 0) -> list[Sample]:
-    out = [Sample(i * 0.01, endpoint, group, v) for i, v in enumerate(latencies)]
-    return out + [Sample(0.5, endpoint, group, 1.0, error="http-500") for _ in range(errors)]
+def _samples(endpoint: str, group: str, latencies: list[float], errors: int = 0) -> list[LoadSample]:
+    out = [LoadSample(i * 0.01, endpoint, group, v) for i, v in enumerate(latencies)]
+    return out + [LoadSample(0.5, endpoint, group, 1.0, error="http-500") for _ in range(errors)]
 
 
 def test_objectives_breach_table_by_endpoint_group_and_default() -> None:
@@ -126,10 +128,10 @@ def test_sustained_breach_needs_the_whole_window() -> None:
     series = IntervalSeries()
     for second in range(12):
         slow = 4 <= second < 8 or second >= 9  # 4 s slow, one good second, then 3 s slow
-        series.add(Sample(second + i / 20, "get", "read", 300.0 if slow else 10.0) for i in range(20))
+        series.add(LoadSample(second + i / 20, "get", "read", 300.0 if slow else 10.0) for i in range(20))
     assert watch.check(series, 12) is None
-    series.add(Sample(12 + i / 20, "get", "read", 300.0) for i in range(20))
-    series.add(Sample(13 + i / 20, "get", "read", 300.0) for i in range(20))
+    series.add(LoadSample(12 + i / 20, "get", "read", 300.0) for i in range(20))
+    series.add(LoadSample(13 + i / 20, "get", "read", 300.0) for i in range(20))
     breach = watch.check(series, 14)
     assert breach is not None
     assert (breach.metric, breach.measured) == (Metric.P95, 300.0)

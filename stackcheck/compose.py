@@ -26,11 +26,11 @@ from stackcheck.tomldata import NAME
 STACK_FILE = "stack.toml"
 POLICY_FILE = "policy.toml"
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
-# Registry images a catalog image stands in for, matched on the repository's last path segment.
-CATALOG_MATCH = {
-    "nginx": "nginx", "postgres": "postgres", "postgresql": "postgres", "redis": "redis",
-    "toxiproxy": "toxiproxy", "python": "python",
-}  # fmt: skip
+# A registry image is stood in for by the catalog image of its repository's last path segment
+# (postgres:16 -> postgres, ollama/ollama -> ollama), under these other names too; never by the
+# catalog's test infrastructure.
+CATALOG_ALIASES = {"postgresql": "postgres", "nginx-unprivileged": "nginx"}
+NOT_FOR_STACKS = frozenset({"ryuk"})
 # The catalog images run unprivileged, so some listen elsewhere than the upstream images.
 CATALOG_PORTS = {"nginx": {80: 8080, 443: 8443}}
 HTTPS_PORTS = (443, 8443)
@@ -181,7 +181,8 @@ def starter(out_dir: str | Path = ".") -> Translation:
     """`stackcheck init` without a compose file: one nginx serving a page over TLS, commented."""
     name = _slug(Path(out_dir).resolve().name, "mystack")
     stack = STARTER_STACK.replace("@NAME@", name)
-    policy = _policy(_Facts(name, frozenset({"nginx"}), ("nginx",), ("nginx",), "https://nginx:8443", "/healthz"))
+    facts = _Facts(name, frozenset({"nginx"}), ("nginx",), ("nginx",), "https://nginx:8443", "/healthz")
+    policy = _policy(facts, active=True)
     return Translation(name, stack, policy)
 
 
@@ -466,23 +467,29 @@ class _Translator:
         if ref is None:
             self.note(f"{where}", "has neither image nor build (compose refuses that): name its image")
             return self._ref_image(svc, svc.name, where)
-        catalog = _catalog_name(ref)
+        catalog = self._catalog_name(ref)
         if catalog is not None:
             svc.comments["image"] = (
-                f"check: compose {ref}; the catalog image stands in (Debian's build, made locally: "
-                "version and entrypoint may differ)"
+                f"check: compose {ref}; stackcheck's catalog image (built locally) stands in: its version "
+                "and entrypoint may differ"
             )
             return catalog, self._catalog_health(catalog)
         return self._ref_image(svc, ref, where)
 
+    def _catalog_name(self, ref: str) -> str | None:
+        base = (_repository(ref) or "").rsplit("/", 1)[-1]
+        name = CATALOG_ALIASES.get(base, base)
+        return name if name in self.catalog.images and name not in NOT_FOR_STACKS else None
+
     def _mapped_image(self, svc: _Service, target: str, ref: str, where: str) -> tuple[str, bool | None]:
-        if target in self.catalog.images:
+        if target in self.catalog.images and target not in NOT_FOR_STACKS:
             svc.comments["image"] = f"--image-map {ref}={target}"
             return target, self._catalog_health(target)
         if "/" not in target and ":" not in target:
             raise ComposeError(
                 f"--image-map {ref}={target}: {target!r} is neither a catalog image nor an image reference",
-                f"use one of: {', '.join(sorted(self.catalog.images))}, or a reference like registry.local/app:1.2",
+                f"use one of: {', '.join(sorted(set(self.catalog.images) - NOT_FOR_STACKS))}, or a reference like "
+                "registry.local/app:1.2",
             )
         return self._ref_image(svc, target, where, needs_registry=False)
 
@@ -995,10 +1002,12 @@ class _Facts:
         return bool(self.entrypoint and self.entrypoint.startswith("https:"))
 
 
-def _policy(facts: _Facts) -> str:
-    """A policy whose every line is commented: the routes to look at, values for the default rules'
-    empty subject parameters (a path, the read-only services), and for the rules that cannot apply
-    to this stack a suggested reason to disable each. The user decides."""
+def _policy(facts: _Facts, active: bool = False) -> str:
+    """The routes to look at, values for the default rules' empty subject parameters (a path, the
+    read-only services), and for the rules that cannot apply to this stack a reason to disable each.
+    For a translation every line is commented out (the user decides); ``active`` writes them as
+    settings (the starter stack, whose every part is known)."""
+    on = "" if active else "# "
     default = Policy.load()
     disabled: dict[str, str] = {}
     settings: list[str] = []
@@ -1016,31 +1025,42 @@ def _policy(facts: _Facts) -> str:
                 continue
             suggestion = _subject(rule.area, key, facts)
             if suggestion is None:
-                disabled[rule.id] = f"no {key} of this stack named yet: set [rules.{rule.id}] {key}, or keep this"
-                settings += [f"# [rules.{rule.id}]", f'# {key} = "/..."  # {rule.description}', "#"]
+                disabled[rule.id] = (
+                    f"this stack names no {key} for it yet: set [rules.{rule.id}] {key}, then delete this line"
+                )
+                settings += ["", f"# [rules.{rule.id}]", f'# {key} = "/..."  # {rule.description}']
             else:
-                settings += [f"# [rules.{rule.id}]", f"# {key} = {_toml(suggestion)}  # check: {rule.description}", "#"]
+                check = "" if active else "check: "
+                settings += [
+                    "",
+                    f"{on}[rules.{rule.id}]",
+                    f"{on}{key} = {_toml(suggestion)}  # {check}{rule.description}",
+                ]
+    intro = (
+        ["# Everything here is commented out: uncomment what fits this stack."]
+        if not active
+        else ["# Delete a [disabled] line once the stack has what that rule checks."]
+    )
     lines = [
-        f"# Policy for {facts.name}: merged over stackcheck's default policy, rule by rule. Everything",
-        "# here is commented out: uncomment what fits this stack.",
+        f"# Policy for {facts.name}: merged over stackcheck's default policy, rule by rule.",
+        *intro,
         "",
         "# [policy]",
         f"# fail_on = {_toml(default.fail_on.value)}  # the gate fails on a failed rule at or above this severity",
         "",
         "# Which responses the header rules look at: this stack's own routes.",
-        "# [http]",
-        f"# routes = {_toml(['/'] + ([facts.health_path] if facts.health_path != '/' else []))}",
+        f"{on}[http]",
+        f"{on}routes = {_toml(['/'] + ([facts.health_path] if facts.health_path != '/' else []))}",
         '# rate_limited_path = "/..."  # a rate-limited route: its 429 answer is checked for headers too',
     ]
     if settings:
-        lines += ["", "# The default rules' subjects: this stack's paths and services.", *settings[:-1]]
+        lines += ["", "# The default rules' subjects: this stack's paths and services.", *settings[1:]]
     lines += [
         "",
-        "# Rules that cannot apply to this stack as translated, each with a suggested reason. A disabled",
-        "# rule shows as DISABLED with its reason; one left on that finds nothing is NOT EVALUATED and",
-        "# fails the gate.",
-        "# [disabled]",
-        *([f"# {_key(k)} = {_toml(v)}" for k, v in disabled.items()] or ["# (every default rule applies)"]),
+        "# Rules that cannot apply to this stack, each with its reason. A disabled rule shows as",
+        "# DISABLED with its reason; one left on that finds nothing is NOT EVALUATED and fails the gate.",
+        f"{on}[disabled]",
+        *([f"{on}{_key(k)} = {_toml(v)}" for k, v in disabled.items()] or ["# (every default rule applies)"]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -1115,10 +1135,6 @@ def _repository(ref: str) -> str | None:
     name = ref.split("@", 1)[0]
     head, _, last = name.rpartition("/")
     return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
-
-
-def _catalog_name(ref: str) -> str | None:
-    return CATALOG_MATCH.get((_repository(ref) or "").rsplit("/", 1)[-1])
 
 
 def _relpath(path: Path, start: Path) -> str:
@@ -1288,14 +1304,16 @@ server {
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;  # TLS 1.2: AEAD suites with forward secrecy only
     ssl_prefer_server_ciphers off;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;  # Mozilla intermediate: no X448, no secp521r1
     add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
     add_header X-Content-Type-Options "nosniff" always;
     add_header X-Frame-Options "DENY" always;
     add_header Content-Security-Policy "default-src 'none'; frame-ancestors 'none'" always;
     add_header Referrer-Policy "no-referrer" always;
     location = /healthz { access_log off; default_type text/plain; return 200 "ok\\n"; }
-    location / { default_type text/plain; return 200 "hello from @NAME@\\n"; }
-    # location / { proxy_pass http://app:8000; }  # an app service behind the edge
+    location = / { default_type text/plain; return 200 "hello from @NAME@\\n"; }
+    location / { return 404; }  # unknown routes: 404, with the headers above (`always`)
+    # location /api/ { proxy_pass http://app:8000; }  # an app service behind the edge
 }
 '''
 

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stackcheck import cli, compose, stackfile
+from stackcheck import cli, compose, images, stackfile
 from stackcheck.compliance.model import Area, Policy
 from stackcheck.errors import StackFileError
 from stackcheck.stackfile import Readiness, StackSpec
@@ -75,7 +75,7 @@ DOC_NOTES = {
         "services.frontend.build.target", "services.frontend.build.cache_from",
         "services.frontend.deploy.resources.reservations.memory", "services.backend.depends_on.redis",
         "services.backend.environment.DATABASE_URL", "services.postgres.ports[0]", "services.postgres.volumes[0]",
-        "services.redis-master.command", "services.ollama.image",
+        "services.redis-master.command",
         "services.ollama.deploy.resources.reservations.devices[0]", "services.ollama.restart",
     ],
     "doc002-dev.yml": [
@@ -121,14 +121,15 @@ def test_doc000_production_stack(tmp_path: Path) -> None:
     assert set(spec.secrets) == {"jwt-secret", "postgres-password", "postgres-replication-password"}
     assert spec.images["frontend"].context == tmp_path / "frontend"
     assert spec.images["frontend"].args == {"BUILDKIT_INLINE_CACHE": "1"}
-    assert spec.images["ollama"].ref == "ollama/ollama:latest"
     assert spec.services["ollama"].image == "ollama"
+    if "ollama" in images.Catalog.load().images:  # the catalog's own build stands in
+        assert "ollama" not in spec.images
+    else:
+        assert spec.images["ollama"].ref == "ollama/ollama:latest"
     why = notes(translation)
     assert "host port 5432" in why["services.postgres.ports[0]"]
     assert "0.0.0.0" in why["services.postgres.ports[0]"]
     assert 'gpu = "optional"' in why["services.ollama.deploy.resources.reservations.devices[0]"]
-    assert "needs a registry" in why["services.ollama.image"]
-    assert "unpinned" in why["services.ollama.image"]
     assert "$REDIS_PASSWORD" in why["services.redis-master.command"]
     assert "# gpu: compose reserves an nvidia GPU request (count 1" in translation.stack_toml
     assert 'entrypoint = "https://nginx:8443"  # check:' in translation.stack_toml
@@ -145,6 +146,15 @@ def test_doc002_dev_stack_has_relative_contexts_and_no_https_edge(tmp_path: Path
         "uvicorn", "app.main:app", "--reload", "--host", "0.0.0.0", "--port", "8000",
     )  # fmt: skip
     assert spec.services["backend"].ready is Readiness.RUNNING  # no healthcheck, FROM scratch has none
+
+
+def test_registry_images_outside_the_catalog_are_used_as_is_and_listed(tmp_path: Path) -> None:
+    translation, spec, _ = init(copy("doc002-monitoring.yml", tmp_path))
+    assert spec.images["grafana"].ref == "grafana/grafana:latest"
+    why = notes(translation)["services.grafana.image"]
+    assert "needs a registry" in why
+    assert "--image-map grafana/grafana:latest=CATALOG_IMAGE" in why
+    assert "unpinned" in why
 
 
 def test_doc002_secrets_become_generated_files(tmp_path: Path) -> None:
@@ -379,13 +389,14 @@ def test_starter_stack_and_policy_load(tmp_path: Path) -> None:
     assert (spec.name, spec.entrypoint_url, spec.health_path) == ("my-stack", "https://nginx:8443", "/healthz")
     assert {f.tls for f in nginx.files} == {"cert", "key", None}
     assert (nginx.read_only, nginx.cap_drop, nginx.memory) == (True, ("ALL",), "128m")
-    assert Policy.load(policy).disabled == {}
-    text = policy.read_text()
-    assert '# tls-postgres = "no postgres service in this stack"' in text
-    # The default rules that probe a health route but name none get the stack's health path.
-    for rule in Policy.load().rules.values():
-        if rule.area is Area.HEALTH and rule.params.get("path") == "" and "links" not in rule.params:
-            assert f'# [rules.{rule.id}]\n# path = "/healthz"' in text
+    # The starter's policy is active: its subjects are known, and so are the rules that cannot apply.
+    loaded, default = Policy.load(policy), Policy.load()
+    assert loaded.disabled["tls-postgres"] == "no postgres service in this stack"
+    assert "redis-auth-required" in loaded.disabled
+    assert loaded.http.routes == ("/", "/healthz")
+    for rule in default.rules.values():  # an empty health path of the default gets the starter's
+        if rule.area is Area.HEALTH and rule.params.get("path") == "" and rule.id not in loaded.disabled:
+            assert loaded.rules[rule.id].params["path"] == "/healthz"
 
 
 def test_write_never_overwrites_without_force(tmp_path: Path) -> None:

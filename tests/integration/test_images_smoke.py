@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import docker.errors
 import httpx
 import psycopg
 import pytest
@@ -116,7 +118,8 @@ def test_ryuk_reaps_containers_of_a_killed_session(
     script = textwrap.dedent(
         f"""
         import os, sys
-        import stackcheck  # applies the defaults: our reaper image, loopback, docker_host
+        from stackcheck import engine
+        engine.client()  # the first talk to the engine applies the defaults: our reaper, loopback
         from testcontainers.core.container import DockerContainer, Reaper
         from testcontainers.core.config import testcontainers_config as c
         c = DockerContainer({image("redis")!r}).with_env("REDIS_PASSWORD", "x").start()
@@ -134,10 +137,17 @@ def test_ryuk_reaps_containers_of_a_killed_session(
     assert proc.returncode == 0, proc.stderr
     victim_id, ryuk_id, ryuk_uids = proc.stdout.split()
     assert "0" not in ryuk_uids.split(","), f"the reaper runs as root: uids {ryuk_uids}"
-    deadline = time.monotonic() + 30
+    deadline, reaper_log = time.monotonic() + 30, ""
     while time.monotonic() < deadline:
         alive = {c.id for c in docker_client.containers.list(all=True)}
         if victim_id not in alive and ryuk_id not in alive:
             return
+        # The reaper removes itself when done: keep its log while it is there, for the message.
+        with contextlib.suppress(docker.errors.NotFound):
+            reaper_log = docker_client.containers.get(ryuk_id).logs(tail=30).decode(errors="replace")
         time.sleep(0.5)
-    pytest.fail(f"the reaper left container {victim_id[:12]} (or itself) running 30 s after the session died")
+    left = [name for cid, name in ((victim_id, "the victim"), (ryuk_id, "the reaper")) if cid in alive]
+    pytest.fail(
+        f"30 s after the session died, {' and '.join(left)} still exist (victim {victim_id[:12]}, reaper "
+        f"{ryuk_id[:12]}); the reaper's log:\n{reaper_log}"
+    )

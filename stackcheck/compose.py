@@ -662,26 +662,28 @@ class _Translator:
             svc.health_urls += URL.findall(command)
         else:
             command = ""
+        timing = ", ".join(f"{k} {check[k]}" for k in ("interval", "timeout", "retries", "start_period") if k in check)
+        shown = f"`{command}`" + (f" ({timing})" if timing else "")
         key = f"{where}.healthcheck"
         if disabled:
             self.note(key, "disabled: readiness is the container running")
             return "running"
         if image_health:
             if command:
-                self.note(key, f"test `{command}` is not carried: the image's own HEALTHCHECK decides readiness")
+                self.note(key, f"test {shown} is not carried: the image's own HEALTHCHECK decides readiness")
             return "healthcheck"
         if not command:
             return "running"
         if image_health is False:
             self.note(
                 key,
-                f"test `{command}`: the image has no HEALTHCHECK and a stack file cannot carry one: add "
+                f"test {shown}: the image has no HEALTHCHECK and a stack file cannot carry one: add "
                 f'`HEALTHCHECK CMD {command}` to its Dockerfile, then set ready = "healthcheck"',
             )
             return "running"
         self.note(
             key,
-            f"test `{command}` is not carried (a stack file has no healthcheck command): readiness waits for "
+            f"test {shown} is not carried (a stack file has no healthcheck command): readiness waits for "
             'the image\'s own HEALTHCHECK; if it has none, set ready = "running"',
         )
         return "healthcheck"

@@ -235,6 +235,7 @@ def test_build_contexts_dockerfiles_args_and_healthchecks(tmp_path: Path) -> Non
     assert "last stage" in why["services.worker.build.target"]
     assert spec.services["worker"].ready is Readiness.RUNNING  # compose has a test, the image has no HEALTHCHECK
     assert "HEALTHCHECK CMD curl -fsS http://localhost:9000/healthz" in why["services.worker.healthcheck"]
+    assert "(interval 10s)" in why["services.worker.healthcheck"]  # compose's timing is named too
     assert spec.health_path == "/healthz"  # from worker's healthcheck URL
     assert spec.images["remote"].ref == "remote:local"
     assert "remote context" in why["services.remote.build.context"]

@@ -9,6 +9,7 @@ empty engine; without it only the warm numbers are measured. Prints a table; ass
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 from testcontainers.core.container import DockerContainer
@@ -43,8 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cold", action="store_true", help="remove all stackcheck images first")
     opts = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")  # the builder's progress lines
     client = engine.client()
-    builder = images.ImageBuilder(client, offline=True, progress=lambda line: print("  " + line))
+    builder = images.ImageBuilder(client, offline=True)
     if opts.cold:
         for image in client.images.list(name="stackcheck/*"):
             client.images.remove(image.id, force=True)

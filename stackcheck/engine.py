@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import requests.exceptions
 
 from stackcheck import tcdefaults
 from stackcheck.errors import EngineError
+from stackcheck.waiting import wait_until
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DOCKERD_LOG = Path("/var/log/stackcheck-dockerd.log")
@@ -122,12 +122,9 @@ def ensure_engine(install: bool = True, timeout: float = 60.0) -> EngineInfo:
         _install_docker_io()
     if not _dockerd_running():
         _start_dockerd()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = _answers()
-        if info is not None:
-            return EngineInfo(info.host, info.version, info.api_version, started_by_us=True)
-        time.sleep(0.5)
+    info = wait_until(_answers, timeout, interval_s=0.5)
+    if info is not None:
+        return EngineInfo(info.host, info.version, info.api_version, started_by_us=True)
     tail = "\n".join(DOCKERD_LOG.read_text(errors="replace").splitlines()[-15:]) if DOCKERD_LOG.exists() else ""
     raise EngineError(
         f"dockerd was started but its API did not answer within {timeout:.0f}s; log tail:\n{tail}",

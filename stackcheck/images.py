@@ -17,12 +17,14 @@ import collections
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -37,7 +39,7 @@ from stackcheck.tomldata import Reader
 
 LABEL = "org.stackcheck"
 IGNORED = {"__pycache__", ".pytest_cache", ".mypy_cache"}
-Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def _env_mode() -> bool | None:
@@ -64,9 +66,11 @@ class GoProgram:
     version: str  # pinned module version, or "local" for source in the build context
     binary: str  # name of the file placed in the context's bin/ folder
     ldflags: str = ""  # e.g. stamping the version that release builds stamp
+    cgo_include: str = ""  # set: a cgo build (host gcc/g++) with this context folder on the include path
 
     def key(self) -> str:
-        return f"{self.package}@{self.version}->{self.binary} ldflags={self.ldflags}"
+        cgo = f" cgo_include={self.cgo_include}" if self.cgo_include else ""
+        return f"{self.package}@{self.version}->{self.binary} ldflags={self.ldflags}{cgo}"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class ImageSpec:
     dockerfile: str = "Dockerfile"
     args: Mapping[str, str] = field(default_factory=dict)
     repo: str = ""  # tag repository; default stackcheck/NAME (a stack's own: stackcheck/STACK-NAME)
+    generate: str = ""  # a Python script of the context run on the host first: `SCRIPT DIR` adds files to DIR
 
     @property
     def repository(self) -> str:
@@ -113,21 +118,23 @@ class Catalog:
         table = top.table("image")
         for name in table.data:
             raw = table.table(table.name(name, "image"))
-            raw.only({"context", "parent", "go", "engine_args"})
+            raw.only({"context", "parent", "go", "engine_args", "generate"})
             programs = []
             for index, prog in enumerate(raw.get("go", list, [])):
                 if not isinstance(prog, dict):
                     raise raw.fail("go", f"entry {index} is not a table", 'write go = [{ package = "...", ... }]')
                 entry = Reader(path, prog, f"{raw.where}.go[{index}]", ImageError)
-                entry.only({"package", "version", "binary", "ldflags"})
+                entry.only({"package", "version", "binary", "ldflags", "cgo_include"})
                 fields = {k: entry.get(k, str, required=True) for k in ("package", "version", "binary")}
-                programs.append(GoProgram(**fields, ldflags=entry.get("ldflags", str, "")))
+                fields |= {k: entry.get(k, str, "") for k in ("ldflags", "cgo_include")}
+                programs.append(GoProgram(**fields))
             images[name] = ImageSpec(
                 name=name,
                 context=(path.parent / raw.get("context", str, required=True)).resolve(),
                 parent=raw.get("parent", str),
                 go=tuple(programs),
                 engine_args=raw.str_list("engine_args"),
+                generate=raw.get("generate", str, ""),
             )
         return cls(base, images)
 
@@ -181,6 +188,8 @@ class Catalog:
             digest.update(rel.encode() + b"\0" + bytes([os.access(path, os.X_OK)]) + path.read_bytes() + b"\0")
         for prog in spec.go:
             digest.update(f"go:{prog.key()}\0".encode())
+        if spec.generate:
+            digest.update(f"generate:{spec.generate}\0".encode())
         if spec.dockerfile != "Dockerfile":  # (only when set: catalog tags stay what they were)
             digest.update(f"dockerfile:{spec.dockerfile}\0".encode())
         for key, value in sorted(spec.args.items()):
@@ -249,19 +258,17 @@ def _run(cmd: list[str], cwd: Path | None, env: dict[str, str], what: str, fix: 
 
 
 class ImageBuilder:
-    """Builds the catalog's images. ``progress`` receives one human-readable line per event."""
+    """Builds the catalog's images, logging one line per event (logger ``stackcheck.images``)."""
 
     def __init__(
         self,
         client: docker.DockerClient,
         catalog: Catalog | None = None,
         offline: bool | None = None,
-        progress: Progress = print,
         cache_dir: Path | None = None,
     ) -> None:
         self.client = client
         self.catalog = catalog or Catalog.load()
-        self.progress = progress
         self.cache_dir = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stackcheck"
         self._offline = offline if offline is not None else _env_mode()
 
@@ -301,7 +308,7 @@ class ImageBuilder:
         try:
             self.client.images.pull(base.online_image)
         except docker.errors.APIError as exc:
-            self.progress(f"no registry answers ({exc.explanation or exc}): building offline from a debootstrap base")
+            log.info(f"no registry answers ({exc.explanation or exc}): building offline from a debootstrap base")
             return True
         return False
 
@@ -335,7 +342,7 @@ class ImageBuilder:
         if self.offline:
             base_id = self._debootstrap_base(ref)
         else:
-            self.progress(f"pulling base {ref}")
+            log.info(f"pulling base {ref}")
             try:
                 base_id = str(self.client.images.pull(ref).id)
             except docker.errors.APIError as exc:
@@ -359,7 +366,7 @@ class ImageBuilder:
             )
         base = self.catalog.base
         started = time.monotonic()
-        self.progress(f"creating offline base {ref} with debootstrap {base.suite} (about a minute)")
+        log.info(f"creating offline base {ref} with debootstrap {base.suite} (about a minute)")
         with tempfile.TemporaryDirectory(prefix="stackcheck-rootfs-", dir="/var/tmp") as tmp:
             rootfs = Path(tmp) / "rootfs"
             _run(
@@ -378,7 +385,7 @@ class ImageBuilder:
                 self.client.images.remove(ref, force=True)
                 raise ImageBuildError(f"packing the rootfs for {ref} failed", "check free disk space and retry")
         image = self.client.images.get(ref)
-        self.progress(f"created offline base {ref} in {time.monotonic() - started:.1f}s")
+        log.info(f"created offline base {ref} in {time.monotonic() - started:.1f}s")
         return str(image.id)
 
     # -- build ------------------------------------------------------------------------------
@@ -393,15 +400,15 @@ class ImageBuilder:
             existing = self._image(tag)
             if existing is not None and not force and existing.labels.get(f"{LABEL}.base-id") == base_id:
                 results.append(BuildResult(spec.name, tag, BuildStatus.CACHED, time.monotonic() - started))
-                self.progress(f"{prefix} up to date   {tag}")
+                log.info(f"{prefix} up to date   {tag}")
                 continue
-            self.progress(f"{prefix} building     {tag}")
+            log.info(f"{prefix} building     {tag}")
             self._build_one(spec, tag, base_id)
             elapsed = time.monotonic() - started
             results.append(BuildResult(spec.name, tag, BuildStatus.BUILT, elapsed))
-            self.progress(f"{prefix} built        {tag} in {elapsed:.1f}s")
+            log.info(f"{prefix} built        {tag} in {elapsed:.1f}s")
         if all(r.status is BuildStatus.CACHED for r in results):
-            self.progress(f"nothing to rebuild: all {len(results)} images are up to date")
+            log.info(f"nothing to rebuild: all {len(results)} images are up to date")
         return results
 
     def _build_one(self, spec: ImageSpec, tag: str, base_id: str) -> None:
@@ -417,6 +424,9 @@ class ImageBuilder:
                 shutil.copy2(path, ctx / rel)
             if spec.go:
                 self._go_build(spec, ctx / "bin")
+            if spec.generate:  # e.g. a model file made with a PyPI package the base image lacks
+                what, fix = f"image {spec.name}: {spec.generate}", f"install what it imports into {sys.executable}"
+                _run([sys.executable, str(ctx / spec.generate), str(ctx)], ctx, dict(os.environ), what, fix)
             args = {"BASE_IMAGE": self.base_image(), **engine_build_args(spec), **spec.args}
             if spec.parent:
                 args["PARENT_IMAGE"] = self.catalog.tag(spec.parent)
@@ -434,18 +444,20 @@ class ImageBuilder:
         env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -trimpath"}
         env.setdefault("GOPATH", str(self.cache_dir / "gopath"))
         for prog in spec.go:
+            include = f"-I{spec.context / prog.cgo_include}"
+            cgo = {"CGO_ENABLED": "1", "CGO_CPPFLAGS": include} if prog.cgo_include else {}
             fix = "check that the Go module proxy is reachable (GOPROXY) and the version exists"
             flags = ["-ldflags", prog.ldflags] if prog.ldflags else []
             if prog.version == "local":
                 cmd = [go, "build", *flags, "-o", str(out / prog.binary), prog.package]
-                _run(cmd, spec.context, env, f"go build {prog.package}", fix)
+                _run(cmd, spec.context, {**env, **cgo}, f"go build {prog.package}", fix)
                 continue
             gobin = self.cache_dir / "gobin" / hashlib.sha256(prog.key().encode()).hexdigest()[:16]
             if not (gobin / Path(prog.package).name).exists():
                 _run(
                     [go, "install", *flags, f"{prog.package}@{prog.version}"],
                     None,
-                    {**env, "GOBIN": str(gobin)},
+                    {**env, **cgo, "GOBIN": str(gobin)},
                     f"go install {prog.package}@{prog.version}",
                     fix,
                 )

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,6 @@ import docker.errors
 import httpx
 import psycopg
 import redis
-from docker.types import EndpointConfig
 from testcontainers.core.config import testcontainers_config as tc_config
 from testcontainers.core.container import DockerContainer, Reaper
 from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
@@ -44,12 +44,14 @@ from stackcheck.stackfile import PLACEHOLDER, LinkSpec, Readiness, ServiceSpec, 
 from stackcheck.target import HttpTarget
 from stackcheck.tls import RunCA
 from stackcheck.toxiproxy import ToxiproxyClient
+from stackcheck.waiting import wait_until
 
 RUN_LABEL = "org.stackcheck.run-id"
 STACK_LABEL = "org.stackcheck.stack"
 SERVICE_LABEL = "org.stackcheck.service"
 KEPT_LABEL = "org.stackcheck.kept"  # left running on purpose (`stackcheck up`, --keep-stack): no reaper
 RUNS_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stackcheck" / "runs"
+log = logging.getLogger(__name__)
 DEFAULT_STACK = resources.reference_stack()
 TOXIPROXY_API_PORT = 8474
 # Synthetic traffic (load runs, chaos probes) carries the run's "load-token" secret in this
@@ -62,44 +64,47 @@ class ServiceContainer(DockerContainer):
     """A testcontainers container joined to several networks *before* it starts.
 
     Engines before API 1.44 accept one network at create time; nginx must already see the
-    internal network when it resolves its upstreams at start, so the others are connected
-    between create and start.
+    internal network when it resolves its upstreams at start. testcontainers' own ``start``
+    creates, then starts: the client it gets from ``get_docker_client`` joins the other
+    networks in between (and creates nothing once the stack is being torn down).
     """
 
     def __init__(self, image: str, attachments: list[tuple[str, list[str]]], cancelled: threading.Event) -> None:
         super().__init__(image)
-        self.attachments = attachments
-        self.cancelled = cancelled  # the stack is being torn down: create nothing more
+        (first, aliases), *others = attachments
+        self.with_network(_NetworkName(first)).with_network_aliases(*aliases)  # type: ignore[arg-type]
+        self._joining = _JoiningClient(super().get_docker_client(), others, cancelled)
 
-    def start(self) -> ServiceContainer:
-        if not tc_config.ryuk_disabled:
-            Reaper.get_instance()
-        client = self.get_docker_client()
-        self._configure()
-        (first, first_aliases), *others = self.attachments
-        if self.cancelled.is_set():
+    def get_docker_client(self) -> Any:
+        return self._joining
+
+
+@dataclass(frozen=True)
+class _NetworkName:
+    """What testcontainers reads of a network at create time: its name (the stack made the network)."""
+
+    name: str
+
+
+class _JoiningClient:
+    """testcontainers' docker client for one container: after create, join the other networks."""
+
+    def __init__(self, inner: Any, others: list[tuple[str, list[str]]], cancelled: threading.Event) -> None:
+        self._inner, self._others, self._cancelled = inner, others, cancelled
+
+    def create(self, image: str, **kwargs: Any) -> Any:
+        if self._cancelled.is_set():
             raise StackError("the stack is being removed", "nothing to do: it was interrupted while booting")
-        self._container = client.create(
-            self.image,
-            command=self._command,
-            environment=self.env,
-            ports=self.ports,
-            name=self._name,
-            volumes={host: {"bind": m["bind"], "mode": m["mode"]} for host, m in self.volumes.items()},
-            tmpfs=self.tmpfs,
-            network=first,
-            networking_config={first: EndpointConfig(client.client.api.api_version, aliases=first_aliases)},
-            **self._kwargs,
-        )
-        if self.cancelled.is_set():  # the teardown may have listed the run's containers before this one existed
-            self._container.remove(force=True, v=True)
+        container = self._inner.create(image, **kwargs)
+        if self._cancelled.is_set():  # the teardown may have listed the run's containers before this one existed
+            container.remove(force=True, v=True)
             raise StackError("the stack is being removed", "nothing to do: it was interrupted while booting")
-        for network, aliases in others:
-            client.client.networks.get(network).connect(self._container, aliases=aliases)
-        client.start(self._container)
-        if self._wait_strategy is not None:
-            self._wait_strategy.wait_until_ready(self)
-        return self
+        for network, aliases in self._others:
+            self._inner.client.networks.get(network).connect(container, aliases=aliases)
+        return container
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 @dataclass
@@ -158,12 +163,10 @@ class Stack:
         spec: StackSpec,
         run_id: str | None = None,
         reap: bool = True,
-        progress: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.spec = spec
         self.run_id = run_id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
         self.reap = reap
-        self.progress = progress
         self.run_dir = RUNS_DIR / self.run_id
         self.secrets: dict[str, str] = {}
         self.ca: RunCA | None = None
@@ -200,7 +203,7 @@ class Stack:
             self._prepare_run_dir()
             self._create_networks()
             for wave in self._waves():
-                self.progress(f"starting {', '.join(wave)}")
+                log.info(f"starting {', '.join(wave)}")
                 self._start_wave(wave, tags)
                 if self.spec.proxy in wave:
                     self._create_links()
@@ -390,18 +393,21 @@ class Stack:
             self._toxiproxy.create(link.name, f"0.0.0.0:{link.listen_port}", link.upstream)
 
     def _wait_for_entrypoint(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
         last = "no answer yet"
         with self.http(timeout=3) as client:
-            while time.monotonic() < deadline:
+
+            def answers() -> bool | None:
+                nonlocal last
                 try:
                     response = client.get(self.spec.health_path)
-                    if response.status_code == 200:
-                        return
-                    last = f"HTTP {response.status_code}: {response.text[:200]}"
                 except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}: {exc}"
-                time.sleep(0.25)
+                    return None
+                last = f"HTTP {response.status_code}: {response.text[:200]}"
+                return True if response.status_code == 200 else None
+
+            if wait_until(answers, timeout):
+                return
         raise StackError(
             f"{self.url()}{self.spec.health_path} did not answer 200 within {timeout:.0f}s ({last})",
             "read the service logs",

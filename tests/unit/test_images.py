@@ -117,21 +117,22 @@ def test_require_names_the_exact_build_command(catalog: images.Catalog) -> None:
     assert "stackcheck images build --only app" in err.value.fix
 
 
-def test_second_build_with_nothing_changed_rebuilds_nothing(catalog: images.Catalog, tmp_path_factory: Any) -> None:
+def test_second_build_with_nothing_changed_rebuilds_nothing(
+    catalog: images.Catalog, tmp_path_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="stackcheck.images")
     base = "stackcheck/bookworm-base:minbase"
     labels = {"org.stackcheck.base-id": f"sha256:{base}"}
     present = {base: {}, catalog.tag("runtime"): labels, catalog.tag("app"): labels}
-    lines: list[str] = []
     builder = images.ImageBuilder(
         FakeClient(present),
         catalog,
         offline=True,
-        progress=lines.append,
         cache_dir=tmp_path_factory.mktemp("cache"),  # type: ignore[arg-type]
     )
     results = builder.build()
     assert {r.status for r in results} == {images.BuildStatus.CACHED}
-    assert lines[-1] == "nothing to rebuild: all 2 images are up to date"
+    assert caplog.messages[-1] == "nothing to rebuild: all 2 images are up to date"
 
 
 def test_a_new_base_triggers_a_rebuild(
@@ -146,7 +147,6 @@ def test_a_new_base_triggers_a_rebuild(
         FakeClient(present),
         catalog,
         offline=True,
-        progress=lambda _: None,
         cache_dir=tmp_path_factory.mktemp("cache"),  # type: ignore[arg-type]
     )
     builder.build()
@@ -155,7 +155,7 @@ def test_a_new_base_triggers_a_rebuild(
 
 def test_missing_dockerfile_is_named(catalog: images.Catalog) -> None:
     (catalog.images["app"].context / "Dockerfile").unlink()
-    builder = images.ImageBuilder(FakeClient({}), catalog, progress=lambda _: None)  # type: ignore[arg-type]
+    builder = images.ImageBuilder(FakeClient({}), catalog)  # type: ignore[arg-type]
     with pytest.raises(ImageBuildError, match="image app: no Dockerfile"):
         builder._build_one(catalog.images["app"], catalog.tag("app"), "sha256:x")
 
@@ -164,7 +164,7 @@ def test_offline_base_without_debootstrap_says_how_to_get_it(
     catalog: images.Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(images.shutil, "which", lambda _: None)
-    builder = images.ImageBuilder(FakeClient({}), catalog, offline=True, progress=lambda _: None)  # type: ignore[arg-type]
+    builder = images.ImageBuilder(FakeClient({}), catalog, offline=True)  # type: ignore[arg-type]
     with pytest.raises(ImageBuildError, match=r"debootstrap` is not installed") as err:
         builder.ensure_base()
     assert "apt-get install -y debootstrap" in err.value.fix
@@ -184,7 +184,7 @@ def test_a_failing_go_build_names_the_program_and_shows_its_output(
     spec = images.ImageSpec(
         "tool", catalog.images["runtime"].context, go=(images.GoProgram("example.com/tool", "v1.0.0", "tool"),)
     )
-    builder = images.ImageBuilder(FakeClient({}), catalog, progress=lambda _: None, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+    builder = images.ImageBuilder(FakeClient({}), catalog, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
     with pytest.raises(ImageBuildError, match=r"go install example.com/tool@v1.0.0 failed \(exit 1\)") as err:
         builder._go_build(spec, tmp_path / "bin")
     assert "404 Not Found" in err.value.log_tail
@@ -201,7 +201,7 @@ class PullRefused(FakeImages):
 
 
 def _builder(tmp_path: Path, catalog: images.Catalog, client: Any, offline: bool | None = None) -> images.ImageBuilder:
-    return images.ImageBuilder(client, catalog, offline=offline, progress=lambda _: None, cache_dir=tmp_path / "cache")
+    return images.ImageBuilder(client, catalog, offline=offline, cache_dir=tmp_path / "cache")
 
 
 def test_without_a_registry_the_offline_base_is_chosen_and_remembered(

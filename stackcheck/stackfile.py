@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from stackcheck import tomldata
+from stackcheck import loadmix, tomldata
 from stackcheck.chaos import spec as chaos_spec
 from stackcheck.errors import StackFileError
 from stackcheck.tomldata import Reader
@@ -144,6 +144,7 @@ class StackSpec:
     # reason the report shows; a check that is not evaluated and not named here fails the gate.
     disabled: Mapping[str, str] = field(default_factory=dict)
     chaos: chaos_spec.ChaosSpec = field(default_factory=chaos_spec.ChaosSpec)  # [workloads] [ledgers] [scenarios]
+    load_mix: loadmix.LoadMix | None = None  # [load]: what a load run sends (None: the stack declares no mix)
 
     @property
     def entry_service(self) -> str | None:
@@ -172,7 +173,7 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
     top = Reader(path, data, "", StackFileError)
     top.only({
         "stack", "tls", "secrets", "networks", "images", "services", "links", "objectives", "disabled",
-        "workloads", "ledgers", "scenarios",
+        "workloads", "ledgers", "scenarios", "load",
     })  # fmt: skip
     stack = top.table("stack")
     stack.only({"name", "entrypoint", "health_path", "proxy", "policy"})
@@ -210,6 +211,7 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
     if proxy is not None and proxy not in services:
         raise stack.fail("proxy", f"names unknown service {proxy!r}", f"use one of: {', '.join(services)}")
 
+    objectives = _objectives(top.table("objectives"))
     spec = StackSpec(
         path=path,
         name=stack.name(stack.get("name", str, required=True), "stack"),
@@ -221,10 +223,11 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
         services=services,
         links=links,
         proxy=proxy,
-        objectives=_objectives(top.table("objectives")),
+        objectives=objectives,
         disabled=disabled_checks(top.table("disabled")),
         images=_images(top.table("images"), path),
         policy=_policy_path(stack, path),
+        load_mix=loadmix.parse(top.table("load"), objectives.load, path),
     )
     entry = urlsplit(spec.entrypoint_url or "")
     try:

@@ -21,6 +21,7 @@ from stackcheck.chaos.meters import Probe
 from stackcheck.chaos.spec import Ledger, Store, Workload, render, render_value
 from stackcheck.errors import StackError
 from stackcheck.stack import Stack
+from stackcheck.stats import percentile
 
 Request = Callable[[httpx.Client, int], httpx.Response]  # issues request number n
 
@@ -48,13 +49,6 @@ class Window:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f} ms"
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] * 1000
 
 
 @dataclass
@@ -103,8 +97,9 @@ class Traffic:
         with self._lock:
             chosen = [s for s in self.samples if start <= s.started < end]
         statuses = Counter(s.status for s in chosen)
-        ok = [s.latency for s in chosen if 200 <= s.status < 400]
-        return Window(len(chosen), dict(statuses), _pct(ok, 50), _pct(ok, 95))
+        ok = sorted(s.latency * 1000 for s in chosen if 200 <= s.status < 400)
+        p50, p95 = (percentile(ok, 50), percentile(ok, 95)) if ok else (None, None)
+        return Window(len(chosen), dict(statuses), p50, p95)
 
     def errors_per_second(self) -> list[tuple[float, int, int]]:
         """(bucket start on the monotonic clock, requests, errors) per 1 s: errors over time for the report."""

@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-export STACKCHECK_OFFLINE="${STACKCHECK_OFFLINE:-1}"
+# Offline or online is stackcheck's own decision (per engine, remembered); STACKCHECK_OFFLINE=1|0 forces it.
 export PATH="$PATH:/usr/local/go/bin"
 
 phase_start=0
@@ -14,7 +14,7 @@ phase_end() { printf '== timing: %-8s %6.1fs\n' "$1" "$(echo "$(date +%s.%N) - $
 need_apt=()
 command -v bc >/dev/null || need_apt+=(bc)
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-[[ "$STACKCHECK_OFFLINE" != "1" ]] || command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+[[ "${STACKCHECK_OFFLINE:-}" == "0" ]] || command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then

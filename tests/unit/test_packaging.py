@@ -22,13 +22,9 @@ print(json.dumps(opened))
 
 def test_importing_reads_no_data_file() -> None:
     out = subprocess.run([sys.executable, "-c", IMPORT_AND_LIST_OPENED], capture_output=True, text=True, check=True)
-    ours = [
-        str(resources.stacks_dir()),
-        str(resources.default_policy().parent),
-        str(resources.package_dir("stackcheck")),
-    ]
-    ours += [str(path) for path in resources.product_suites().values()]
-    read = [p for p in json.loads(out.stdout) if p.startswith(tuple(map(str, ours))) and not p.endswith((".py", ".pyc"))]
+    ours = [resources.stacks_dir(), resources.default_policy().parent, resources.package_dir("stackcheck")]
+    prefixes = tuple(str(p) for p in [*ours, *resources.product_suites().values()])
+    read = [p for p in json.loads(out.stdout) if p.startswith(prefixes) and not p.endswith((".py", ".pyc"))]
     assert read == [], f"files read at import: {read}"
 
 

@@ -38,7 +38,7 @@ from testcontainers.core.container import DockerContainer, Reaper
 from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 from testcontainers.core.wait_strategies import ContainerStatusWaitStrategy, HealthcheckWaitStrategy
 
-from stackcheck import engine, images, resources, stackfile
+from stackcheck import engine, gpu, images, resources, stackfile
 from stackcheck.errors import StackcheckError, StackError
 from stackcheck.stackfile import PLACEHOLDER, LinkSpec, Readiness, ServiceSpec, StackSpec
 from stackcheck.target import HttpTarget
@@ -176,6 +176,7 @@ class Stack:
         self._client: docker.DockerClient | None = None
         self._cancelled = threading.Event()
         self.boot_seconds: float | None = None
+        self.devices: dict[str, gpu.GpuChoice] = {}  # GPU-optional services: which device each got, and why
 
     @classmethod
     def from_file(cls, path: str | Path = DEFAULT_STACK, **kwargs: Any) -> Stack:
@@ -194,6 +195,11 @@ class Stack:
             self._client = engine.client()
             catalog = images.Catalog.load().for_stack(self.spec)
             tags = {name: images.resolve(svc.image, self._client, catalog) for name, svc in self.spec.services.items()}
+            wants_gpu = [svc for svc in self.spec.services.values() if svc.gpu is not gpu.GpuMode.OFF]
+            info = self._client.info() if wants_gpu else {}
+            self.devices = {svc.name: gpu.choose(svc.gpu, info, svc.name) for svc in wants_gpu}
+            for choice in self.devices.values():
+                log.info(choice.reason)
             if self.reap and tc_config.ryuk_image == catalog.tag("ryuk"):
                 images.require("ryuk", self._client, catalog)
             # `stackcheck up` keeps the stack after this process exits: no reaper for it then.
@@ -375,6 +381,9 @@ class Stack:
                 kwargs["privileged"] = True
             if svc.sysctls:
                 kwargs["sysctls"] = dict(svc.sysctls)
+            device = self.devices.get(svc.name)
+            if device is not None and device.requests:
+                kwargs["device_requests"] = list(device.requests)
             for mount in svc.mounts:
                 host_path, target, *mode = mount.split(":")
                 container.with_volume_mapping(host_path, target, mode[0] if mode else "rw")
@@ -516,6 +525,7 @@ class Stack:
             for handle in self._handles.values():
                 ports = ", ".join(f"{p}->127.0.0.1:{handle.port(p)}" for p in handle.service.ports)
                 lines.append(f"  {handle.name:<18} {handle.container.image:<40} {ports}")
+            lines.extend(f"  device: {choice.reason}" for choice in self.devices.values())
             if self._toxiproxy is not None:
                 lines.append(f"  links via {self._toxiproxy.base_url}: {', '.join(self.spec.links)}")
             lines.append(f"  credentials: {self.run_dir / 'credentials.json'}")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from stackcheck import loadmix, tomldata
 from stackcheck.chaos import spec as chaos_spec
 from stackcheck.errors import StackFileError
+from stackcheck.gpu import GpuMode
 from stackcheck.tomldata import Reader
 
 LINK_NAME = re.compile(r"^([a-z][a-z0-9-]*)->([a-z][a-z0-9-]*)$")
@@ -68,6 +69,7 @@ class ServiceSpec:
     privileged: bool = False
     mounts: tuple[str, ...] = ()  # host bind mounts "HOST:CONTAINER[:ro|rw]"
     sysctls: Mapping[str, str] = field(default_factory=dict)  # the container's own network namespace only
+    gpu: GpuMode = GpuMode.OFF  # optional: the engine's NVIDIA GPU where it has one, else CPU
 
     def instances(self) -> list[str]:
         return [self.name] if self.replicas == 1 else [f"{self.name}-{i}" for i in range(1, self.replicas + 1)]
@@ -289,7 +291,7 @@ def _service(svcs: Reader, name: str, networks: Mapping[str, NetworkSpec], path:
     svc.only({
         "image", "networks", "env", "files", "ports", "command", "depends_on", "replicas", "ready",
         "ready_timeout_s", "read_only", "tmpfs", "memory", "cpus", "cap_drop", "cap_add", "user",
-        "privileged", "mounts", "sysctls",
+        "privileged", "mounts", "sysctls", "gpu",
     })  # fmt: skip
     nets = svc.table("networks")
     if not nets.data:
@@ -368,7 +370,17 @@ def _service(svcs: Reader, name: str, networks: Mapping[str, NetworkSpec], path:
         privileged=svc.get("privileged", bool, False),
         mounts=_mounts(svc),
         sysctls=_sysctls(svc),
+        gpu=_gpu(svc),
     )
+
+
+def _gpu(svc: Reader) -> GpuMode:
+    value = svc.get("gpu", str, GpuMode.OFF.value)
+    try:
+        return GpuMode(value)
+    except ValueError:
+        choices = " | ".join(f'"{m.value}"' for m in GpuMode)
+        raise svc.fail("gpu", f"must be one of {choices}, not {value!r}", 'write gpu = "optional"') from None
 
 
 def _sysctls(svc: Reader) -> dict[str, str]:

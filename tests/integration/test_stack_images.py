@@ -5,6 +5,7 @@ engine, never from the builder's own account."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,8 @@ import httpx
 import pytest
 
 from stackcheck import images, stackfile
-from stackcheck.errors import ImageMissingError
-from stackcheck.stack import Stack
+from stackcheck.errors import ImageMissingError, StackError
+from stackcheck.stack import RUN_LABEL, Stack
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 STACK = Path(__file__).parent / "data" / "own-image" / "stack.toml"
@@ -54,3 +55,26 @@ def test_an_unbuilt_stack_image_is_one_clear_error(tmp_path: Path) -> None:
         pass
     assert "stackcheck/ownimage-hello:" in err.value.problem
     assert "--stack FILE" in err.value.fix
+
+
+def test_gpu_optional_falls_back_to_cpu_and_required_refuses_to_boot(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """No GPU on this engine (read from `docker info` here too): optional boots on CPU and says so."""
+    has_gpu = any("nvidia" in name for name in docker_client.info().get("Runtimes", {}))
+    if has_gpu:
+        pytest.skip("this engine has an NVIDIA runtime: the CPU fallback cannot be shown here")
+    shutil.copytree(STACK.parent, tmp_path, dirs_exist_ok=True)
+    text = STACK.read_text().replace('cap_drop = ["ALL"]', 'cap_drop = ["ALL"]\ngpu = "optional"')
+    (tmp_path / "stack.toml").write_text(text)
+    with Stack.from_file(tmp_path / "stack.toml") as stack:
+        container = stack.service("hello").docker
+        container.reload()
+        assert not container.attrs["HostConfig"].get("DeviceRequests")
+        assert stack.devices["hello"].device.value == "cpu"
+        assert "hello: CPU" in stack.describe() or "no NVIDIA runtime" in stack.describe()
+    (tmp_path / "stack.toml").write_text(text.replace('gpu = "optional"', 'gpu = "required"'))
+    required = Stack.from_file(tmp_path / "stack.toml")
+    with pytest.raises(StackError, match='gpu = "required" but the Docker engine has no GPU'), required:
+        pass
+    assert not docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={required.run_id}"})

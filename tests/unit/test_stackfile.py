@@ -222,3 +222,14 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"[stack]\nname = '\x80'\n")
     with pytest.raises(StackFileError, match="not UTF-8 text"):
         stackfile.load(path)
+
+
+def test_gpu_is_off_unless_asked_and_its_mode_is_checked() -> None:
+    assert parse(reference()).services["backend"].gpu is stackfile.GpuMode.OFF
+    data = reference()
+    data["services"]["backend"]["gpu"] = "optional"
+    assert parse(data).services["backend"].gpu is stackfile.GpuMode.OPTIONAL
+    data["services"]["backend"]["gpu"] = "yes"
+    with pytest.raises(StackFileError, match=r"\[services\.backend\.gpu\] must be one of") as err:
+        parse(data)
+    assert 'gpu = "optional"' in err.value.fix

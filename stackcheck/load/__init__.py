@@ -5,7 +5,7 @@ Nothing here imports Locust: it runs in subprocesses (see ``stackcheck.load.runn
 
 from stackcheck.load.errors import HistoryError, LoadError, ReportSchemaError
 from stackcheck.load.history import History, Machine, RunRecord
-from stackcheck.load.objectives import Breach, Metric, breach_table
+from stackcheck.load.objectives import Metric, ObjectiveBreach, breach_table
 from stackcheck.load.profiles import PROFILES, Mode, Profile, Stage
 from stackcheck.load.regression import RegressionPolicy, RegressionResult, Verdict
 from stackcheck.load.report import SCHEMA, LoadReport, OpenLoopStats, read_samples, validate
@@ -16,7 +16,6 @@ from stackcheck.stats import percentile
 __all__ = [
     "PROFILES",
     "SCHEMA",
-    "Breach",
     "History",
     "HistoryError",
     "LatencySummary",
@@ -27,6 +26,7 @@ __all__ = [
     "Machine",
     "Metric",
     "Mode",
+    "ObjectiveBreach",
     "OpenLoopStats",
     "Profile",
     "RegressionPolicy",

@@ -28,7 +28,7 @@ class Metric(Enum):
 
 
 @dataclass(frozen=True)
-class Breach:
+class ObjectiveBreach:
     scope: str  # endpoint or group name, or "total"
     objective: str  # the stack file table it comes from
     metric: Metric
@@ -44,7 +44,7 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if not math.isnan(value) else "no data"
 
 
-def breach_table(breaches: Sequence[Breach]) -> str:
+def breach_table(breaches: Sequence[ObjectiveBreach]) -> str:
     if not breaches:
         return "no objective breached"
     head = f"{'endpoint/group':<20} {'metric':<11} {'target':>12}  measured"
@@ -72,9 +72,9 @@ def scopes(
 
 def evaluate(
     objectives: Mapping[str, LoadObjective], samples: Sequence[LoadSample], duration_s: float
-) -> tuple[list[Breach], dict[str, LatencySummary]]:
+) -> tuple[list[ObjectiveBreach], dict[str, LatencySummary]]:
     """Every breach, and the summary of each scope that was evaluated."""
-    breaches: list[Breach] = []
+    breaches: list[ObjectiveBreach] = []
     summaries: dict[str, LatencySummary] = {}
     for scope, (name, covered) in scopes(objectives, samples).items():
         objective = objectives[name]
@@ -88,9 +88,9 @@ def evaluate(
         for metric, target, measured in checks:
             # No requests at all is a breach too: the objective could not be shown to hold.
             if target is not None and (summary.count == 0 or measured > target):
-                breaches.append(Breach(scope, name, metric, target, measured if summary.count else math.nan))
+                breaches.append(ObjectiveBreach(scope, name, metric, target, measured if summary.count else math.nan))
         if objective.min_rps is not None and summary.rps < objective.min_rps:
-            breaches.append(Breach(scope, name, Metric.RPS, objective.min_rps, summary.rps))
+            breaches.append(ObjectiveBreach(scope, name, Metric.RPS, objective.min_rps, summary.rps))
     return breaches, summaries
 
 
@@ -105,7 +105,7 @@ class SustainedBreachWatch:
     window_s: int = 10
     min_requests: int = 5
 
-    def check(self, series: IntervalSeries, complete_until: int) -> Breach | None:
+    def check(self, series: IntervalSeries, complete_until: int) -> ObjectiveBreach | None:
         """The first sustained breach in the intervals before ``complete_until``, if any."""
         if self.window_s <= 0:
             return None
@@ -129,5 +129,5 @@ class SustainedBreachWatch:
                         value = sum(not s.ok for s in bucket) / len(bucket)
                     run = [*run, value] if value > target else []
                     if len(run) >= self.window_s:
-                        return Breach(scope, name, metric, target, min(run))
+                        return ObjectiveBreach(scope, name, metric, target, min(run))
         return None

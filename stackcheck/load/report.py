@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stackcheck.load.errors import ReportSchemaError
-from stackcheck.load.objectives import Breach, Metric
+from stackcheck.load.objectives import Metric, ObjectiveBreach
 from stackcheck.load.regression import RegressionResult
 from stackcheck.load.stats import Interval, LatencySummary, LoadSample, histogram
 
@@ -77,7 +77,7 @@ class LoadReport:
     endpoints: dict[str, LatencySummary]
     groups: dict[str, LatencySummary]
     open_loop: OpenLoopStats | None
-    breaches: list[Breach]
+    breaches: list[ObjectiveBreach]
     machine: dict[str, Any]
     regression: RegressionResult | None = None
     intervals: list[Interval] = field(default_factory=list)

@@ -258,7 +258,7 @@ def _report() -> LoadReport:
     return LoadReport(
         "run", "promptcard", "abc", "https://localhost:1", profiles.get("smoke").to_dict(), "open", 1,
         "2026-01-01T00:00:00+00:00", 1.0, None, s, {"get": s}, {"read": s}, OpenLoopStats(3, 3, 0, 0.0, 10.0),
-        [obj.Breach("get", "default", Metric.P95, 1.0, 3.0)], {"cores": 2},
+        [obj.ObjectiveBreach("get", "default", Metric.P95, 1.0, 3.0)], {"cores": 2},
     )  # fmt: skip
 
 

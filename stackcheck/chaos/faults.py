@@ -17,6 +17,7 @@ from stackcheck.chaos.journal import EventKind, Journal
 from stackcheck.errors import StackError
 from stackcheck.stack import LinkHandle, ServiceHandle, Stack
 from stackcheck.toxiproxy import Stream
+from stackcheck.waiting import wait_until
 
 _names = itertools.count(1)
 
@@ -191,10 +192,8 @@ def not_healthy(handles: list[ServiceHandle]) -> str | None:
 def await_healthy(handle: ServiceHandle, timeout_s: float = 60.0) -> float:
     """Wait until the container runs and (if it has a healthcheck) is healthy; return seconds waited."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if health(handle) == "healthy":
-            return time.monotonic() - started
-        time.sleep(0.1)
+    if wait_until(lambda: True if health(handle) == "healthy" else None, timeout_s, interval_s=0.1):
+        return time.monotonic() - started
     raise StackError(
         f"{handle.name} did not become healthy within {timeout_s:.0f}s", f"read its logs:\n{handle.logs(20)}"
     )

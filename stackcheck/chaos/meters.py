@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from stackcheck.waiting import wait_until
+
 Probe = Callable[[float], bool]  # called with its timeout in seconds; True when the service answered correctly
 
 
@@ -166,12 +168,8 @@ class RtoMeter:
 
     def wait_for_recovery(self, timeout_s: float, since: float | None = None) -> bool:
         """Block until the last K probes succeeded after a failure (or timeout); True when recovered."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.result(since).recovered_at is not None:
-                return True
-            time.sleep(self.period)
-        return False
+        recovered = wait_until(lambda: self.result(since).recovered_at, timeout_s, interval_s=self.period)
+        return recovered is not None
 
     def result(self, since: float | None = None) -> RtoResult:
         with self._lock:

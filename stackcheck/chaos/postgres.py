@@ -7,6 +7,7 @@ import time
 from stackcheck.chaos.faults import network_aliases
 from stackcheck.errors import StackError
 from stackcheck.stack import Stack
+from stackcheck.waiting import wait_until
 
 PGDATA = "/var/lib/postgresql/data"
 
@@ -27,10 +28,8 @@ def lag_bytes(stack: Stack, primary: str, replica: str) -> int:
 def wait_for_catch_up(stack: Stack, primary: str, replica: str, timeout_s: float = 30.0) -> float:
     """Wait until the replica has replayed everything the primary has written; return seconds waited."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if lag_bytes(stack, primary, replica) == 0:
-            return time.monotonic() - started
-        time.sleep(0.05)
+    if wait_until(lambda: True if lag_bytes(stack, primary, replica) == 0 else None, timeout_s, interval_s=0.05):
+        return time.monotonic() - started
     raise StackError(
         f"{replica} did not catch up with {primary} within {timeout_s:g}s", "check the replication link and logs"
     )

@@ -16,7 +16,7 @@ import pytest
 
 from stackcheck import loadmix, resources, stackfile
 from stackcheck.errors import StackFileError
-from stackcheck.load import LoadRun, profiles
+from stackcheck.load import LoadRun, Mode, profiles
 from stackcheck.load.errors import LoadError
 from stackcheck.load.runner import NO_MIX
 from stackcheck.loadmix import Field, HttpTemplate, Kind, LoadMix, MixRequest, Values, capture
@@ -80,6 +80,14 @@ def test_a_stack_without_load_has_no_mix_and_a_load_run_says_so(tmp_path: Path) 
     with pytest.raises(LoadError, match=re.escape(NO_MIX)) as caught:
         run.run()
     assert "[load.requests.NAME]" in caught.value.fix
+
+
+def test_a_stack_locustfile_runs_closed_loop_only(tmp_path: Path) -> None:
+    mix = LoadMix(locustfile=tmp_path / "users.py")
+    target = HttpTarget.external("https://127.0.0.1:1")
+    run = LoadRun(target, profiles.get("smoke"), mix=mix, mode=Mode.OPEN, reports_dir=tmp_path)
+    with pytest.raises(LoadError, match=r"open loop sends the stack file's \[load\.requests\]"):
+        run.run()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,147 @@
+"""The Patroni cluster of design doc 004 (stacks/patroni): it boots on 2 cores, every rule of its
+policy holds on it, each cluster rule fails on a deliberately broken cluster, and one Q1 drill
+(leader SIGKILLed under writes through PgBouncer, tuned Patroni profile) meets Tier 1: RTO < 30 s,
+no acknowledged write lost, the old primary back as a replica."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stackcheck import resources
+from stackcheck.chaos.scenarios import load_hook
+from stackcheck.chaos.spec import Hook
+from stackcheck.compliance import runner
+from stackcheck.compliance.model import Area, Outcome, Result
+from stackcheck.compliance.runner import CheckContext
+from stackcheck.stack import Stack
+from stackcheck.stackfile import parse
+from stackcheck.target import HttpTarget
+
+pytestmark = [pytest.mark.docker]
+
+CLUSTER = resources.stacks_dir() / "patroni" / "stack.toml"
+CLUSTER_RULES = {
+    "pg-tls13-only", "pg-hostnossl-reject", "pg-hba-scram", "patroni-rest-auth", "etcd-isolated-from-app",
+    "pg-sync-standby",
+}  # fmt: skip
+# Rules of the default policy that the cluster's policy points at its members, and the containers'.
+MEMBER_RULES = {"tls-postgres", "pg-scram", "pg-no-trust", "pg-ssl", "pg-app-not-superuser", "pg-stat-statements"}
+BOOT_BOUND_S = 120.0  # measured 2026-12-01 on 2 cores: see the README's cluster table
+MEMORY_BOUND_MB = 1500.0
+
+
+def _q1_series() -> Any:
+    """hooks.q1_series, loaded as the chaos runner loads a scenario's hook."""
+    return load_hook(Hook(CLUSTER.parent / "hooks.py", "q1_series"))
+
+
+def _routing_logs(stack: Stack) -> str:
+    return "".join(f"\n--- {name}:\n{stack.service(name).logs(40)}" for name in ("haproxy", "pgbouncer"))
+
+
+def _evaluate(stack: Stack) -> list[Result]:
+    policy = runner.scoped_policy(stack.spec, None)
+    ctx = CheckContext(HttpTarget("http://127.0.0.1:9", booted=True), stack, policy)
+    wanted = CLUSTER_RULES | MEMBER_RULES
+    results = [r for rule in policy.rules.values() if rule.id in wanted for r in runner.evaluate(rule, ctx)]
+    results += runner.run(ctx, [Area.CONTAINERS])
+    print("\n" + runner.table(results))
+    return results
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Stack]:
+    with Stack.from_file(CLUSTER) as stack:
+        yield stack
+
+
+def test_the_cluster_boots_within_bounds_and_its_memory_is_measured(cluster: Stack) -> None:
+    assert cluster.boot_seconds is not None
+    memory = {}
+    for handle in cluster.handles():
+        handle.docker.reload()
+        stats = handle.docker.stats(stream=False)
+        memory[handle.name] = stats["memory_stats"]["usage"] / 1e6
+        assert handle.docker.attrs["Config"]["User"] not in ("", "0", "root"), f"{handle.name} runs as root"
+    total = sum(memory.values())
+    print(
+        f"\nboot {cluster.boot_seconds:.1f}s; memory {total:.0f} MB: "
+        + ", ".join(f"{n} {m:.0f}" for n, m in memory.items())
+    )
+    assert cluster.boot_seconds < BOOT_BOUND_S
+    assert total < MEMORY_BOUND_MB
+
+
+def test_every_rule_of_the_clusters_policy_holds(cluster: Stack) -> None:
+    results = _evaluate(cluster)
+    assert {r.rule.id for r in results} >= CLUSTER_RULES | MEMBER_RULES
+    bad = [r for r in results if r.outcome is not Outcome.PASS]
+    assert not bad, runner.table(bad)
+
+
+def test_q1_primary_failure_with_the_tuned_profile_meets_tier_1(cluster: Stack) -> None:
+    try:
+        [result] = _q1_series()(cluster, kills=1)  # the tuned profile (patroni.yml's) is the default
+    except Exception:
+        print(_routing_logs(cluster))
+        raise
+    print("\n" + result.summary())
+    assert result.passed, result.summary() + _routing_logs(cluster)
+    assert result.rto is not None
+    assert result.rto.rto_s is not None
+    assert result.rto.rto_s < 30
+    assert result.rpo is not None
+    assert result.rpo.lost == ()
+    assert result.rpo.acknowledged > 100
+
+
+# -- the broken cluster: each cluster rule fails on it ---------------------------------------------
+
+
+def _broken_cluster(tmp_path: Path) -> Any:
+    """One etcd member that is also on the app network; two Patroni members whose TLS allows 1.2,
+    whose pg_hba lets plain TCP in with md5, whose REST API is open, with synchronous mode off."""
+    data = tomllib.loads(CLUSTER.read_text())
+    yml = (CLUSTER.parent / "patroni.yml").read_text()
+    for old, new in (
+        ("ssl_min_protocol_version: TLSv1.3", "ssl_min_protocol_version: TLSv1.2"),
+        ("synchronous_mode: true", "synchronous_mode: false"),
+        ("    - hostnossl all all all reject", "    - host all all all md5"),
+        ("hosts: etcd-1:2379,etcd-2:2379,etcd-3:2379", "hosts: etcd-1:2379"),
+    ):
+        assert old in yml, f"patroni.yml no longer has {old!r}"
+        yml = yml.replace(old, new)
+    (tmp_path / "patroni.yml").write_text(yml)
+    services = data["services"]
+    etcd = services["etcd-1"]
+    etcd["networks"] = {"coord": [], "app": []}
+    etcd["env"]["ETCD_INITIAL_CLUSTER"] = "etcd-1=http://etcd-1:2380"
+    members = {name: services[name] for name in ("patroni-1", "patroni-2")}
+    for svc in members.values():
+        svc["env"]["PATRONI_RESTAPI_PASSWORD"] = ""
+        svc["env"]["PATRONI_RESTAPI_OPEN"] = "yes"
+    members["patroni-1"]["depends_on"] = ["etcd-1"]
+    data["services"] = {"etcd-1": etcd, **members}
+    for key in ("links", "scenarios", "objectives"):
+        data.pop(key, None)
+    data["stack"] = {"name": "patroni-broken"}
+    return parse(data, tmp_path / "stack.toml")
+
+
+def test_each_cluster_rule_fails_on_a_broken_cluster(tmp_path: Path) -> None:
+    with Stack(_broken_cluster(tmp_path)) as stack:
+        results = _evaluate(stack)
+    failed = {r.rule.id for r in results if r.outcome is Outcome.FAIL}
+    assert failed & (CLUSTER_RULES | MEMBER_RULES) == CLUSTER_RULES, runner.table(results)
+    evidence = {r.rule.id: r.evidence for r in results if r.outcome is Outcome.FAIL}
+    assert "TLSv1.2 accepted (must be refused)" in evidence["pg-tls13-only"]
+    assert "sslmode=disable) succeeded" in evidence["pg-hostnossl-reject"]
+    assert "md5" in evidence["pg-hba-scram"]
+    assert "unauthenticated POST /reload answered 202" in evidence["patroni-rest-auth"]
+    assert "reachable from the app network" in evidence["etcd-isolated-from-app"]
+    assert "0 synchronous standby streaming" in evidence["pg-sync-standby"]

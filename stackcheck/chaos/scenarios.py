@@ -168,6 +168,7 @@ class ScenarioRun:
 
     def verify(self) -> None:
         """The scenario's [verify] checks, each a breach when it does not hold."""
+        _verified.add(id(self.exp))
         v = self.scenario.verify
         if v.healthy:
             self.exp.verify("every instance of the target healthy again", lambda: faults.not_healthy(self.instances()))
@@ -280,6 +281,7 @@ def _after_problem(before: Window, after: Window, slack: float) -> str | None:
 
 HookFunction = Callable[[Stack, Experiment, Scenario], ExperimentResult]
 _modules: dict[Path, ModuleType] = {}
+_verified: set[int] = set()  # experiments whose [verify] checks ran (id(): a hook must not skip them)
 
 
 def load_hook(hook: Hook) -> HookFunction:
@@ -306,10 +308,27 @@ def run_scenario(stack: Stack, exp: Experiment, scenario: Scenario) -> Experimen
     """The scenario's hook when it names one, else the generic experiment."""
     if scenario.hook is None:
         return ScenarioRun(stack, exp, scenario).run()
+    _verified.discard(id(exp))
     result = load_hook(scenario.hook)(stack, exp, scenario)
     if not isinstance(result, ExperimentResult):
         raise StackcheckError(
             f"hook {scenario.hook.describe()} returned {type(result).__name__}, not an ExperimentResult",
             "end the hook with `return ScenarioRun(...).finish()` or `return experiment.finish()`",
+        )
+    # What the stack file declares must be judged, whatever the hook does: else a silent pass.
+    skipped = [
+        what
+        for what, missing in (
+            ("the RTO probe (ScenarioRun.measuring)", scenario.probe is not None and result.rto is None),
+            ("the ledger read-back (ScenarioRun.reconcile)", scenario.ledger is not None and result.rpo is None),
+            ("the [verify] checks (ScenarioRun.verify)", scenario.verify.any and id(exp) not in _verified),
+        )
+        if missing
+    ]
+    _verified.discard(id(exp))
+    if skipped:
+        raise StackcheckError(
+            f"hook {scenario.hook.describe()} left out {' and '.join(skipped)} of scenario {scenario.name}",
+            "call those steps of ScenarioRun in the hook (see stacks/promptcard/hooks.py)",
         )
     return result

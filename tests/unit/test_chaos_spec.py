@@ -7,15 +7,19 @@ import copy
 import inspect
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
+from stackcheck import stackfile
 from stackcheck.chaos import faults
+from stackcheck.chaos.experiment import Experiment
+from stackcheck.chaos.scenarios import run_scenario
 from stackcheck.chaos.spec import PARAMS, Fault, Hook, Profile, Store, render, render_value
 from stackcheck.chaos.workloads import HttpRequest, LedgerStore
-from stackcheck.errors import StackFileError
+from stackcheck.errors import StackcheckError, StackFileError
 from stackcheck.stack import DEFAULT_STACK
 from stackcheck.stackfile import StackSpec, parse
 
@@ -285,3 +289,72 @@ def test_a_stack_without_scenarios_has_none_and_keeps_its_objectives() -> None:
     spec = spec_of(data)
     assert spec.chaos.scenarios == {}
     assert "primary-kill" in spec.objectives.chaos  # the suite's one check is NOT EVALUATED: no silent pass
+
+
+HOOK_STACK = """
+[stack]
+name = "hooked"
+entrypoint = "http://web:8080"
+[networks.edge]
+[services.web]
+image = "nginx"
+networks = { edge = [] }
+ports = [8080]
+[workloads.write]
+method = "POST"
+path = "/items/${id}"
+[workloads.read]
+path = "/items?tag=${run}"
+[ledgers.items]
+write = { workload = "write" }
+read = { workload = "read", records = "items" }
+[scenarios.mine]
+fault = "stop"
+target = "web"
+ledger = "items"
+verify = { healthy = true }
+hook = "hooks.py:run"
+[objectives.chaos.mine]
+rpo_s = 0
+"""
+
+
+def hooked(folder: Path, body: str) -> tuple[Any, Any]:
+    """A stack file whose scenario's hook is ``body``, in a folder of its own (hooks are imported once
+    per file); a stand-in stack (the hooks below touch no engine)."""
+    folder.mkdir()
+    (folder / "hooks.py").write_text(body)
+    (folder / "stack.toml").write_text(HOOK_STACK)
+    spec = stackfile.load(folder / "stack.toml")
+    return SimpleNamespace(spec=spec), spec.chaos.scenarios["mine"]
+
+
+def test_a_hook_is_loaded_by_path_and_must_judge_what_the_stack_file_declares(tmp_path: Path) -> None:
+    stack, mine = hooked(tmp_path / "a", "def run(stack, experiment, scenario):\n    return experiment.finish()\n")
+    with pytest.raises(StackcheckError, match=r"left out the ledger read-back .* and the \[verify\] checks"):
+        run_scenario(stack, Experiment("mine", stack), mine)
+
+    judged = (
+        "def run(stack, experiment, scenario):\n"
+        "    experiment.ledger(lambda n: None).write()\n"
+        "    experiment.reconcile([1])\n"
+        "    from stackcheck.chaos import scenarios\n"
+        "    scenarios._verified.add(id(experiment))\n"
+        "    return experiment.finish()\n"
+    )
+    stack, mine = hooked(tmp_path / "b", judged)
+    result = run_scenario(stack, Experiment("mine", stack), mine)
+    assert result.passed
+    assert result.rpo is not None
+    assert result.rpo.acknowledged == 1
+
+
+def test_a_hook_that_returns_no_result_or_is_gone_is_a_clear_error(tmp_path: Path) -> None:
+    stack, mine = hooked(tmp_path / "a", "def run(stack, experiment, scenario):\n    return None\n")
+    with pytest.raises(StackcheckError, match=r"hooks\.py:run returned NoneType, not an ExperimentResult"):
+        run_scenario(stack, Experiment("mine", stack), mine)
+    other = tmp_path / "b"
+    stack, mine = hooked(other, "def run(stack, experiment, scenario):\n    return None\n")
+    (other / "hooks.py").write_text("def renamed(stack, experiment, scenario):\n    pass\n")  # after the file was read
+    with pytest.raises(StackFileError, match="defines no function run"):
+        run_scenario(stack, Experiment("mine", stack), mine)

@@ -1,7 +1,9 @@
 """Fuzzed request paths, queries, headers and bodies through the edge never produce a 5xx.
 
-Requests are paced under the api rate limit (so they reach the application instead of being
-answered 429 by nginx), bounded in count, and go only to the target's address.
+What is fuzzed is the stack's own API as its stack file declares it: the paths of its load mix's
+requests (or, without a mix, the policy's ``[http] routes``) and the JSON bodies of its writes.
+Requests are paced under a usual API rate limit (so they reach the application instead of being
+answered 429 by the edge), bounded in count, and go only to the target's address.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -16,11 +19,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stackcheck.fixtures.compliance import policy
+from stackcheck.fixtures.stack import stack_file
 
+from stackcheck import stackfile
 from stackcheck.target import HttpTarget
 
 pytestmark = pytest.mark.compliance
-PACE_S = 0.13  # about 7.5 requests per second, under the reference api zone's 10 r/s
+PACE_S = 0.13  # about 7.5 requests per second, under the 10 r/s of a usual API limit zone
 
 segments = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40).map(
     lambda s: quote(s, safe="")
@@ -34,7 +40,31 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
-bodies = st.one_of(json_values.map(json.dumps), st.text(max_size=80), st.just('{"title": "t", "prompt": 1e999}'))
+bodies = st.one_of(json_values.map(json.dumps), st.text(max_size=80), st.just('{"title": "t", "n": 1e999}'))
+
+
+@dataclass(frozen=True)
+class Surface:
+    """What the stack file says its API is: paths to fuzz under, and the JSON writes it takes."""
+
+    paths: tuple[str, ...]
+    writes: tuple[tuple[str, str], ...]  # (method, path)
+
+
+def _concrete(path: str) -> str:
+    """A mix path without its query and templated parts: /api/cards/${pick.cards}?x=1 -> /api/cards."""
+    path = path.split("?", 1)[0]
+    return path.split("${", 1)[0].rstrip("/") or "/"
+
+
+@pytest.fixture(scope="module")
+def surface(request: pytest.FixtureRequest) -> Surface:
+    given = request.config.getoption("--stack") or not request.config.getoption("--target")
+    mix = stackfile.load(stack_file(request.config)).load_mix if given else None
+    requests = mix.requests if mix is not None else ()
+    paths = {_concrete(r.http.path) for r in requests} or set(policy(request.config).http.routes)
+    writes = {(r.http.method, _concrete(r.http.path)) for r in requests if r.http.json is not None}
+    return Surface(tuple(sorted(paths)), tuple(sorted(writes)))
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +81,15 @@ def _send(client: httpx.Client, method: str, path: str, **kwargs: Any) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
+    data=st.data(),
     segment=segments,
-    query=st.dictionaries(
-        st.sampled_from(["page", "page_size", "category", "q", "x"]), st.text(max_size=20), max_size=3
-    ),
+    query=st.dictionaries(st.sampled_from(["page", "page_size", "q", "id", "x"]), st.text(max_size=20), max_size=3),
 )
-def test_fuzzed_paths_and_queries(client: httpx.Client, segment: str, query: dict[str, str]) -> None:
-    _send(client, "GET", f"/api/prompt-cards/{segment}", params=query)
+def test_fuzzed_paths_and_queries(
+    client: httpx.Client, surface: Surface, data: st.DataObject, segment: str, query: dict[str, str]
+) -> None:
+    base = data.draw(st.sampled_from(surface.paths)).rstrip("/")
+    _send(client, "GET", f"{base}/{segment}", params=query)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -65,12 +97,21 @@ def test_fuzzed_paths_and_queries(client: httpx.Client, segment: str, query: dic
     name=st.sampled_from(["Accept", "Content-Type", "X-Forwarded-For", "Cookie", "Range", "If-None-Match"]),
     value=header_values,
 )
-def test_fuzzed_headers(client: httpx.Client, name: str, value: str) -> None:
-    _send(client, "GET", "/api/prompt-cards", headers={name: value})
+def test_fuzzed_headers(client: httpx.Client, surface: Surface, name: str, value: str) -> None:
+    _send(client, "GET", surface.paths[0], headers={name: value})
+
+
+@pytest.fixture
+def writes(surface: Surface) -> tuple[tuple[str, str], ...]:
+    if not surface.writes:
+        pytest.skip("not applicable: the stack file's [load] mix declares no request with a json body to fuzz")
+    return surface.writes
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=bodies, method=st.sampled_from(["POST", "PUT"]))
-def test_fuzzed_bodies(client: httpx.Client, body: str, method: str) -> None:
-    path = "/api/prompt-cards" if method == "POST" else "/api/prompt-cards/00000000-0000-0000-0000-000000000000"
+@given(data=st.data(), body=bodies)
+def test_fuzzed_bodies(
+    client: httpx.Client, writes: tuple[tuple[str, str], ...], data: st.DataObject, body: str
+) -> None:
+    method, path = data.draw(st.sampled_from(writes))
     _send(client, method, path, content=body.encode(), headers={"Content-Type": "application/json"})

@@ -68,17 +68,21 @@ class Traffic:
     def _client_loop(self, worker: int) -> None:
         deadline = time.monotonic() + self.max_s
         headers = self.stack.synthetic_headers()
-        with self.stack.http(timeout=self.timeout_s, headers=headers) as client:
-            n = worker
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                started = time.monotonic()
-                try:
-                    status = self.request(client, n).status_code
-                except httpx.HTTPError:
-                    status = 0
-                with self._lock:
-                    self.samples.append(Sample(started, time.monotonic() - started, status))
-                n += self.concurrency
+        n = worker
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            # A new client after a failure: a restarted entry service may be published on another port.
+            with self.stack.http(timeout=self.timeout_s, headers=headers) as client:
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    started = time.monotonic()
+                    try:
+                        status = self.request(client, n).status_code
+                    except httpx.HTTPError:
+                        status = 0
+                    with self._lock:
+                        self.samples.append(Sample(started, time.monotonic() - started, status))
+                    n += self.concurrency
+                    if status == 0:
+                        break
 
     def __enter__(self) -> Traffic:
         self._threads = [
@@ -178,7 +182,12 @@ class LedgerStore:
             assert self._write_request is not None
             headers = self.stack.synthetic_headers()
             client = self._connection(lambda: self.stack.http(LEDGER_WRITE_TIMEOUT_S, headers=headers))
-            problem = self._write_request.problem(self._write_request.send(client, n))
+            try:
+                problem = self._write_request.problem(self._write_request.send(client, n))
+            except httpx.HTTPError:
+                # Dial again next time: a restarted entry service may be published on another port.
+                self.close()
+                raise
             if problem:
                 raise StackError(f"write {n} not acknowledged: {problem}", "see the stack's logs")
             return

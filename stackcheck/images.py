@@ -447,6 +447,7 @@ class ImageBuilder:
             include = f"-I{spec.context / prog.cgo_include}"
             cgo = {"CGO_ENABLED": "1", "CGO_CPPFLAGS": include} if prog.cgo_include else {}
             fix = "check that the Go module proxy is reachable (GOPROXY) and the version exists"
+            fix += "; cgo needs gcc and g++ (apt-get install -y g++)" if prog.cgo_include else ""
             flags = ["-ldflags", prog.ldflags] if prog.ldflags else []
             if prog.version == "local":
                 cmd = [go, "build", *flags, "-o", str(out / prog.binary), prog.package]

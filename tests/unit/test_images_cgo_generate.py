@@ -83,6 +83,20 @@ def test_only_the_cgo_program_is_built_with_cgo_and_the_headers(
     assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["native", "pure"]
 
 
+def test_a_failing_cgo_build_names_the_compilers(
+    catalog: images.Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_go = tmp_path / "go"
+    fake_go.write_text("#!/bin/sh\necho 'cgo: C compiler \"gcc\" not found' >&2\nexit 1\n")
+    fake_go.chmod(0o755)
+    monkeypatch.setattr(images, "_go_binary", lambda: str(fake_go))
+    builder = images.ImageBuilder(None, catalog, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+    with pytest.raises(ImageBuildError, match=r"go install example.com/native@v1.0.0 failed") as err:
+        builder._go_build(catalog.images["llm"], tmp_path / "bin")
+    assert 'C compiler "gcc" not found' in err.value.log_tail
+    assert "cgo needs gcc and g++" in err.value.fix
+
+
 def test_cgo_and_generate_count_in_the_tag_and_leave_other_tags_alone(catalog: images.Catalog) -> None:
     spec = catalog.images["llm"]
     pure = images.GoProgram("example.com/pure", "v1.0.0", "pure")

@@ -12,7 +12,7 @@ from typing import Any
 
 from stackcheck import engine, images, interrupt, resources, stackfile
 from stackcheck.compliance import runner as compliance_runner
-from stackcheck.compliance.model import Area, Outcome, Policy, Severity
+from stackcheck.compliance.model import Area, Outcome, Severity
 from stackcheck.compliance.runner import CheckContext
 from stackcheck.errors import StackcheckError, StackError
 from stackcheck.results import REPORTS_DIR, latest_run, load_results, new_run_id
@@ -105,15 +105,18 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_check_compliance(args: argparse.Namespace) -> int:
-    policy = Policy.load(args.policy)
+    # The stack file gives the policy (and [disabled]) when booted, or with --target when named.
+    external = HttpTarget.external(args.target, args.target_ca, args.target_http_url) if args.target else None
+    path = args.stack or (None if external else str(DEFAULT_STACK))
+    spec = stackfile.load(Path(path)) if path else None
+    policy = compliance_runner.scoped_policy(spec, args.policy, external)
     fail_on = Severity(args.fail_on) if args.fail_on else policy.fail_on
     areas = [Area(a) for a in args.area] if args.area else None
-    if args.target:
-        results = compliance_runner.run(
-            CheckContext(HttpTarget.external(args.target, args.target_ca), None, policy), areas
-        )
+    _say(f"policy: {' < '.join(str(p) for p in policy.source)}")
+    if external is not None:
+        results = compliance_runner.run(CheckContext(external, None, policy), areas)
     else:
-        with _booted(args.stack) as stack:
+        with _booted(str(path)) as stack:
             results = compliance_runner.run(CheckContext(stack.target(), stack, policy), areas)
     print(compliance_runner.table(results))
     breaches, warnings = policy.breaches(results, fail_on), policy.warnings(results, fail_on)
@@ -332,8 +335,13 @@ def parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check", help="run checks and print a table").add_subparsers(dest="action", required=True)
     comp = chk.add_parser("compliance", help="policy rules: headers, TLS, containers, rate limits, health, data stores")
-    _stack_option(comp)
-    _target_options(comp, "check (HTTP/TLS rules)")
+    comp.add_argument(
+        "--stack", default=None, help="stack file to boot (default: the reference stack); with --target, its policy"
+    )
+    _target_options(comp, "check (HTTP/TLS rules, rate limits, liveness)")
+    comp.add_argument(
+        "--target-http-url", default=None, help="plain-HTTP URL of --target for the redirect rule (default: port 80)"
+    )
     _policy_options(comp)
     comp.add_argument("--area", action="append", choices=[a.value for a in Area], help="only these areas")
     comp.set_defaults(func=cmd_check_compliance)

@@ -19,16 +19,25 @@ class HttpTarget:
     verify: ssl.SSLContext | bool = True
     booted: bool = False  # False: an external deployment; container-level checks do not apply
     ca_file: Path | None = None  # the CA that signs the certificate, when not a system-trusted one
+    http_url: str | None = None  # an external deployment's plain-HTTP URL (the redirect rule's)
 
     @classmethod
-    def external(cls, url: str, ca_file: str | None = None) -> HttpTarget:
+    def external(cls, url: str, ca_file: str | None = None, http_url: str | None = None) -> HttpTarget:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StackcheckError(
                 f"--target {url!r} is not an http(s) URL", "pass e.g. --target https://staging.example.com"
             )
+        plain = urlsplit(http_url or "http://x")
+        if plain.scheme != "http" or not plain.hostname:
+            raise StackcheckError(
+                f"--target-http-url {http_url!r} is not an http:// URL", "pass e.g. --target-http-url http://host:8080"
+            )
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
-        return cls(url.rstrip("/"), verify, booted=False, ca_file=Path(ca_file) if ca_file else None)
+        ca = Path(ca_file) if ca_file else None
+        return cls(
+            url.rstrip("/"), verify, booted=False, ca_file=ca, http_url=http_url.rstrip("/") if http_url else None
+        )
 
     @property
     def host(self) -> str:

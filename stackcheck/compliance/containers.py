@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
+from stackcheck.compliance.runner import CheckContext, check, not_applicable
 from stackcheck.stack import ServiceHandle
 
 LOOPBACK = {"127.0.0.1", "::1"}
@@ -20,14 +20,17 @@ def _per_container(
     services: list[str] | None = None,
 ) -> list[Result]:
     """Apply ``verdict(handle, inspect) -> (problem or None, evidence)`` to every non-exempt
-    container (of ``services`` only, when given); NotEvaluated when there is none to judge."""
+    container (of ``services`` only, when given); not applicable when there is none to judge."""
     stack = ctx.require_stack(rule)
     exempt = set(rule.param("exempt")) if "exempt" in rule.params else set()
     handles = [h for h in stack.handles() if services is None or h.service.name in services]
-    if not handles:
-        raise NotEvaluated(
-            "the stack has no container" if services is None else f"no container runs a service in {services}"
+    if services == []:
+        raise not_applicable(
+            rule, "the rule lists no service (services = [])", f"name them in [rules.{rule.id}] services in the policy"
         )
+    if not handles:
+        missing = "the stack has no container" if services is None else f"no container runs a service in {services}"
+        raise not_applicable(rule, missing)
     out = []
     for handle in handles:
         if handle.service.name in exempt:

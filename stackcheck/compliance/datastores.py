@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
+from stackcheck.compliance.runner import CheckContext, check, not_applicable
 from stackcheck.stack import ServiceHandle, Stack
 from stackcheck.stackfile import PLACEHOLDER, StackSpec
 
@@ -27,7 +27,7 @@ def _instances(rule: Rule, ctx: CheckContext) -> tuple[Stack, list[ServiceHandle
     images = rule.param("images")
     handles = [h for h in stack.handles() if h.service.image in images]
     if not handles:
-        raise NotEvaluated(f"no service runs an image in {images}")
+        raise not_applicable(rule, f"no service runs an image in {images}")
     return stack, handles
 
 
@@ -142,10 +142,6 @@ def redis_default_user(rule: Rule, ctx: CheckContext) -> list[Result]:
         return ("the default user is nopass" if "nopass" in flags else None), f"default user flags {flags}"
 
     return _each(rule, ctx, verdict)
-
-
-# ACL DRYRUN needs a well-formed command line: harmless arguments for commands that take some.
-DRYRUN_ARGS = {"CONFIG": ["GET", "maxmemory"], "DEBUG": ["SLEEP", "0"], "SHUTDOWN": ["NOSAVE"], "KEYS": ["*"]}
 
 
 def redis_users(spec: StackSpec, service: str) -> dict[str, list[str]]:

@@ -1,8 +1,10 @@
 """HTTP header rules, evaluated on every route family and on error responses (404/429/502).
 
 The responses are fetched once per run and shared by all header rules. The 429 comes from a
-burst over the rate limit; the 502 from stopping the entrypoint's upstream services for a
-moment (booted stacks only; they are started again and awaited before the check returns).
+burst over the rate limit (when the policy names a rate_limited_path); the 502 from stopping
+the entrypoint's upstream services (the entry service's depends_on) for a moment: booted stacks
+with such upstreams only; they are started again and awaited before the check returns. An
+error page that cannot exist here is named, with why, in the evidence of every header rule.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -20,7 +22,7 @@ import httpx
 
 from stackcheck.compliance import observatory
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
+from stackcheck.compliance.runner import CheckContext, NotEvaluated, check, not_applicable
 from stackcheck.errors import StackError
 from stackcheck.stack import ServiceHandle, Stack
 
@@ -51,38 +53,71 @@ class Missing:
     reason: str  # what was sent and seen instead
 
 
+@dataclass(frozen=True)
+class Inapplicable:
+    """An error response the policy asks for that this target cannot produce (no upstream to
+    stop, no rate-limited route): nothing to judge, said in the evidence of the others."""
+
+    label: str  # e.g. "error 502"
+    reason: str  # "not applicable: ..."
+
+    def note(self) -> str:
+        return f"{self.label}: {self.reason}"
+
+
+Surface = list[Observed | Missing | Inapplicable]
+
+
 def _observe(label: str, response: httpx.Response) -> Observed:
     headers = tuple((k.lower(), v) for k, v in response.headers.multi_items())
     return Observed(label, response.status_code, headers, response.content.decode("utf-8", "replace"))
 
 
-def surface(ctx: CheckContext) -> list[Observed | Missing]:
+def surface(ctx: CheckContext) -> Surface:
     return list(ctx.memo("headers.surface", lambda: _fetch_surface(ctx)))
 
 
-def _fetch_surface(ctx: CheckContext) -> list[Observed | Missing]:
+def upstream_services(stack: Stack) -> list[str]:
+    """The services the entrypoint's service depends on: what a 502 comes from."""
+    entry = stack.spec.entry_service
+    return list(stack.spec.services[entry].depends_on) if entry and entry in stack.spec.services else []
+
+
+def _fetch_surface(ctx: CheckContext) -> Surface:
     http = ctx.policy.http
-    seen: list[Observed | Missing] = []
+    seen: Surface = []
     with ctx.target.http(follow_redirects=False) as client:
         for route in http.routes:
             response = client.get(route)
             seen.append(_observe(f"GET {route} -> {response.status_code}", response))
         if 404 in http.error_statuses:
             seen.append(_fetch_404(client, http.not_found_path))
-        if 429 in http.error_statuses and http.rate_limited_path:
-            seen.append(_provoke_429(client, http.rate_limited_path))
-        if 502 in http.error_statuses and ctx.stack is not None:
-            route = http.routes[-1] if http.routes else "/"
-            with upstreams_stopped(ctx.stack):
-                response = client.get(route)
-            # Any 5xx from the edge with its upstream gone is an error page worth checking; a
-            # success (a route the edge serves itself) is no error page and is not judged as one.
-            if response.is_server_error:
-                seen.append(_observe(f"error 502 (upstream stopped -> {response.status_code})", response))
+        if 429 in http.error_statuses:
+            if http.rate_limited_path:
+                seen.append(_provoke_429(client, http.rate_limited_path))
             else:
-                reason = f"GET {route} answered {response.status_code} with the upstreams stopped, not 5xx"
-                seen.append(Missing("error 502", reason))
+                reason = (
+                    "not applicable: the policy's [http] names no rate_limited_path (set it to a rate-limited route)"
+                )
+                seen.append(Inapplicable("error 429", reason))
+        if 502 in http.error_statuses:
+            seen.append(_provoke_502(ctx.stack, client, http.routes[-1] if http.routes else "/"))
     return seen
+
+
+def _provoke_502(stack: Stack | None, client: httpx.Client, route: str) -> Observed | Missing | Inapplicable:
+    """GET ``route`` with the entrypoint's upstream services stopped: the edge's error page."""
+    if stack is None:
+        return Inapplicable("error 502", "not applicable: no booted stack (an external target's upstreams stay up)")
+    if not upstream_services(stack):
+        return Inapplicable("error 502", "not applicable: the entrypoint has no upstream service")
+    with upstreams_stopped(stack):
+        response = client.get(route)
+    # Any 5xx from the edge with its upstream gone is an error page worth checking; a success
+    # (a route the edge serves itself) is no error page and is not judged as one.
+    if response.is_server_error:
+        return _observe(f"error 502 (upstream stopped -> {response.status_code})", response)
+    return Missing("error 502", f"GET {route} answered {response.status_code} with the upstreams stopped, not 5xx")
 
 
 def _fetch_404(client: httpx.Client, path: str, tries: int = 5, wait_s: float = 1.0) -> Observed | Missing:
@@ -121,8 +156,7 @@ def _provoke_429(client: httpx.Client, path: str, max_requests: int = 200, refil
 @contextlib.contextmanager
 def upstreams_stopped(stack: Stack, timeout: float = 60.0) -> Iterator[None]:
     """Stop every instance the entrypoint depends on; start and await them again on exit."""
-    entry = stack.spec.entry_service
-    handles = [h for dep in stack.spec.services[entry].depends_on for h in stack.instances(dep)] if entry else []
+    handles = [h for dep in upstream_services(stack) for h in stack.instances(dep)]
     for handle in handles:
         handle.docker.stop(timeout=1)
     try:
@@ -153,16 +187,34 @@ def _not_evaluated(rule: Rule, missing: Missing) -> Result:
     return Result(rule, Outcome.NOT_EVALUATED, missing.label, missing.reason)
 
 
-def _surface_or_skip(ctx: CheckContext) -> list[Observed | Missing]:
+def _surface_or_skip(rule: Rule, ctx: CheckContext) -> Surface:
     seen = surface(ctx)
-    if not seen:
-        raise NotEvaluated("the policy's [http] names no route and no error response to fetch")
+    judged = [s for s in seen if not isinstance(s, Inapplicable)]
+    if not judged:
+        notes = "".join(f" ({s.note()})" for s in seen if isinstance(s, Inapplicable))
+        raise not_applicable(
+            rule,
+            f"the policy's [http] names no route and no error response to fetch{notes}",
+            'list routes in [http] routes = ["/"]',
+        )
     return seen
+
+
+def _with_notes(results: list[Result], seen: Surface) -> list[Result]:
+    """The first result's evidence names the error pages that cannot exist here, and why."""
+    notes = "; ".join(s.note() for s in seen if isinstance(s, Inapplicable))
+    if not notes or not results:
+        return results
+    first = results[0]
+    return [replace(first, evidence=f"{first.evidence} [{notes}]"), *results[1:]]
 
 
 def _results(rule: Rule, ctx: CheckContext, verdict: Callable[[Observed], str | None]) -> list[Result]:
     out = []
-    for obs in _surface_or_skip(ctx):
+    seen = _surface_or_skip(rule, ctx)
+    for obs in seen:
+        if isinstance(obs, Inapplicable):
+            continue
         if isinstance(obs, Missing):
             out.append(_not_evaluated(rule, obs))
             continue
@@ -170,7 +222,7 @@ def _results(rule: Rule, ctx: CheckContext, verdict: Callable[[Observed], str | 
         out.append(
             Result(rule, Outcome.FAIL if problem else Outcome.PASS, obs.label, problem or _ok_evidence(obs, rule))
         )
-    return out
+    return _with_notes(out, seen)
 
 
 EVIDENCE_HEADERS = {
@@ -357,7 +409,11 @@ def cookies(rule: Rule, ctx: CheckContext) -> list[Result]:
 def cors(rule: Rule, ctx: CheckContext) -> list[Result]:
     origin = rule.param("probe_origin")
     if not ctx.policy.http.routes:
-        raise NotEvaluated("the policy's [http] routes is empty: no route to send a foreign Origin to")
+        raise not_applicable(
+            rule,
+            "the policy's [http] routes is empty: no route to send a foreign Origin to",
+            "list them in [http] routes",
+        )
     out = []
     with ctx.target.http() as client:
         for route in ctx.policy.http.routes:
@@ -408,7 +464,8 @@ def observatory_retrieval(ctx: CheckContext) -> observatory.Retrieval:
             if ctx.stack is None or not target.booted:
                 # The scanner takes HOST[:PORT] and asks https:// and http:// of it.
                 host = urlsplit(target.base_url).netloc
-                return observatory.retrieve(client, f"https://{host}/", f"http://{host}/", host)
+                plain_origin = {f"http://{host}": target.http_url} if target.http_url else None
+                return observatory.retrieve(client, f"https://{host}/", f"http://{host}/", host, plain_origin)
             # A booted edge publishes 443 and 80 on mapped ports: ask them as the scanner would ask
             # https://HOST/ and http://HOST/, with that Host, and follow redirects to those origins.
             host = target.host
@@ -430,9 +487,7 @@ def _score_text(name: str, score: observatory.Score, where: str) -> str:
 @check("headers-grade")
 def header_grade(rule: Rule, ctx: CheckContext) -> list[Result]:
     gate = Gate(rule.param("gate"))
-    seen = surface(ctx)
-    if not seen:
-        raise NotEvaluated("the policy's [http] names no route and no error response to fetch")
+    seen = _surface_or_skip(rule, ctx)
     entry = observatory_retrieval(ctx)
     where = f"GET {entry.page.url} -> {entry.page.status}"
     refused = observatory.scanner_refuses(entry.page)
@@ -446,7 +501,7 @@ def header_grade(rule: Rule, ctx: CheckContext) -> list[Result]:
         if isinstance(obs, Observed)
     ]
     # An error page the target did not produce leaves the worst-route score unjudged there.
-    out = [Result(rule, Outcome.NOT_EVALUATED, m.label, m.reason) for m in seen if not isinstance(m, Observed)]
+    out = [Result(rule, Outcome.NOT_EVALUATED, m.label, m.reason) for m in seen if isinstance(m, Missing)]
     worst_where, worst = min(scored, key=lambda s: s[1].score)
     if refused and gate is Gate.OBSERVATORY:
         raise NotEvaluated(f"the MDN scanner grades no answer like {where}: {refused}")
@@ -462,4 +517,6 @@ def header_grade(rule: Rule, ctx: CheckContext) -> list[Result]:
         f"{_score_text('worst-route score', worst, worst_where)} of {len(scored)} responses "
         f"({observatory.SCANNER_PACKAGE} {observatory.SCANNER_VERSION}, algorithm v{observatory.ALGORITHM_VERSION})"
     )
-    return [Result(rule, Outcome.PASS if ok else Outcome.FAIL, f"{gate.value} score", evidence), *out]
+    return _with_notes(
+        [Result(rule, Outcome.PASS if ok else Outcome.FAIL, f"{gate.value} score", evidence), *out], seen
+    )

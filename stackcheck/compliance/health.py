@@ -3,28 +3,26 @@ dependency (cut its link through Toxiproxy, see it reported, restore, see it rec
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 import httpx
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
+from stackcheck.compliance.runner import CheckContext, check, not_applicable
 from stackcheck.stack import Stack
+from stackcheck.stats import percentile
 
 BAD = ("unhealthy", "degraded")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty sample."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 @check("health-liveness")
 def liveness(rule: Rule, ctx: CheckContext) -> list[Result]:
     path, samples, limit = rule.param("path"), rule.param("samples"), rule.param("max_p95_ms")
+    if not path:
+        raise not_applicable(
+            rule, 'no liveness route is configured (path = "")', f'set [rules.{rule.id}] path = "/health" in the policy'
+        )
     latencies, statuses = [], []
     with ctx.target.http(timeout=5) as client:
         client.get(path)  # warm the connection: TLS setup is not the endpoint's latency
@@ -32,7 +30,7 @@ def liveness(rule: Rule, ctx: CheckContext) -> list[Result]:
             started = time.perf_counter()
             statuses.append(client.get(path).status_code)
             latencies.append((time.perf_counter() - started) * 1000)
-    p95 = percentile(latencies, 95)
+    p95 = percentile(sorted(latencies), 95)
     bad = [s for s in statuses if s != 200]
     evidence = f"{samples} requests: p95 {p95:.1f} ms (max {max(latencies):.1f} ms), statuses {sorted(set(statuses))}"
     problem = (
@@ -93,15 +91,20 @@ def follow_link(
     return None, evidence
 
 
-@check("health-dependencies")
+@check("health-dependencies", needs_stack=True)
 def dependencies(rule: Rule, ctx: CheckContext) -> list[Result]:
     stack = ctx.require_stack(rule)
+    configure = f"name them in [rules.{rule.id}] links and path in the policy"
     if not rule.param("links"):
-        raise NotEvaluated("the rule lists no link to cut (links = {})")
+        raise not_applicable(rule, "the rule lists no link to cut (links = {})", configure)
+    if not rule.param("path"):
+        raise not_applicable(rule, 'no comprehensive health route is configured (path = "")', configure)
     out = []
     for link, dependency in rule.param("links").items():
         if link not in stack.spec.links:
-            out.append(Result(rule, Outcome.NOT_EVALUATED, link, "the stack has no such link"))
+            known = ", ".join(stack.spec.links) or "none"
+            reason = f"not applicable: the stack has no link {link} (its links: {known}); fix [rules.{rule.id}] links"
+            out.append(Result(rule, Outcome.NOT_EVALUATED, link, reason))
             continue
         problem, evidence = follow_link(
             stack, link, dependency, rule.param("path"), rule.param("detect_s"), rule.param("recover_s")

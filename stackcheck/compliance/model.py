@@ -1,22 +1,24 @@
 """Policy rules and their results.
 
-A policy is data (``policies/default.toml``, overridable per stack with ``--policy FILE``): each
-rule has an id, an area, a severity, a description and typed parameters. A check turns a rule
+A policy is data: the default (``policies/default.toml``), the stack's own policy merged over it
+(``[stack] policy = "policy.toml"``), then ``--policy FILE`` over that. Each rule has an id, an
+area, a severity, a description and typed parameters. A check turns a rule
 into results, one per subject (a route, a container, a data store), each with evidence: what
 was observed. The gate fails on any failed result at or above ``fail_on``.
 """
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from stackcheck import resources
+from stackcheck import resources, tomldata
 from stackcheck.errors import PolicyError
+from stackcheck.stackfile import disabled_checks
+from stackcheck.tomldata import Reader
 
 DEFAULT_POLICY = resources.default_policy()
 ParamValue = bool | int | float | str | list[Any] | dict[str, Any]
@@ -115,14 +117,18 @@ class Policy:
         return rules | dict(self.extra_disabled)
 
     @classmethod
-    def load(cls, override: str | Path | None = None, default: Path = DEFAULT_POLICY) -> Policy:
-        """The default policy, with ``override`` (a user's file) merged on top, rule by rule."""
-        base = _read(default)
-        policy = _parse(base, default, (default,))
-        if override is None:
-            return policy
-        path = Path(override)
-        return _merge(policy, _read(path), path)
+    def load(cls, *layers: str | Path | None, default: Path = DEFAULT_POLICY) -> Policy:
+        """The default policy with each layer merged on top, rule by rule, in order (the stack's
+        policy, then ``--policy``); a None layer is skipped."""
+        policy = _layer(None, default)
+        for layer in layers:
+            if layer is not None:
+                policy = _layer(policy, Path(layer))
+        return policy
+
+    def disabling(self, checks: Mapping[str, str]) -> Policy:
+        """This policy with more checks disabled by name (check -> reason), e.g. a stack file's [disabled]."""
+        return replace(self, extra_disabled={**self.extra_disabled, **checks})
 
     def area(self, area: Area) -> list[Rule]:
         return [r for r in self.rules.values() if r.area is area and r.enabled]
@@ -143,176 +149,125 @@ def _judged_bad(result: Result) -> bool:
     return result.outcome in (Outcome.FAIL, Outcome.NOT_EVALUATED)
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise PolicyError(
-            f"cannot read policy file {path}: {exc.strerror}", "pass an existing file with --policy"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise PolicyError(
-            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})", "save the policy as UTF-8 TOML"
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{path}: not valid TOML: {exc}", "fix the syntax at the position named") from exc
+TABLES = ("policy", "http", "disabled", "rules")
+RULE_KEYS = {"area", "severity", "description", "enabled", "reason"}
+ERROR_STATUSES = (404, 429, 502)
 
 
-def _severity(value: Any, where: str, path: Path) -> Severity:
+def _layer(base: Policy | None, path: Path) -> Policy:
+    """Read ``path`` over ``base``: the first layer (None) defines rules; later ones may change
+    severity, enabled, reason and parameters of known rules, fail_on, [http] and [disabled]."""
+    fix = "pass an existing policy file (--policy FILE, or [stack] policy in the stack file)"
+    top = Reader(path, tomldata.read(path, PolicyError, "policy file", fix), "", PolicyError)
+    unknown = sorted(set(top.data) - set(TABLES))
+    if unknown:
+        raise top.fail(unknown[0], "is not a known table", "use [policy], [http], [disabled] and [rules.ID]")
+    rules = dict(base.rules) if base else {}
+    table = top.table("rules")
+    for rule_id in table.data:
+        entry = table.table(rule_id)
+        if base is None:
+            rules[rule_id] = _define(rule_id, entry)
+        elif rule_id in rules:
+            rules[rule_id] = _override(rules[rule_id], entry)
+        else:
+            raise table.fail(rule_id, "is not a rule of the policy", f"use one of: {', '.join(sorted(rules))}")
+    section = top.table("policy")
+    section.only({"fail_on"})
+    fail_on = _severity(section, "fail_on", base.fail_on if base else Severity.HIGH)
+    http = _http(top.table("http"), base.http if base else HttpSurface())
+    disabled = {**(base.extra_disabled if base else {}), **disabled_checks(top.table("disabled"))}
+    return Policy(rules, fail_on, (*(base.source if base else ()), path), http, disabled)
+
+
+def _severity(table: Reader, key: str, default: Severity | None = None) -> Severity:
+    value = table.get(key, str, default.value if default else None, required=default is None)
     try:
         return Severity(value)
     except ValueError:
         choices = ", ".join(s.value for s in Severity)
-        raise PolicyError(f"{path}: [{where}] severity {value!r} is not a severity", f"use one of: {choices}") from None
+        raise table.fail(key, f"{value!r} is not a severity", f"use one of: {choices}") from None
 
 
-TABLES = {"policy", "rules", "http", "disabled"}
-
-
-def _disabled_table(raw: Any, path: Path) -> dict[str, str]:
-    if not isinstance(raw, dict) or not all(isinstance(v, str) and v.strip() for v in raw.values()):
-        raise PolicyError(
-            f"{path}: [disabled] must map check names to the reason each is disabled",
-            'write "chaos-check-or-rule-id" = "why it does not apply to this stack"',
-        )
-    return {k: v.strip() for k, v in raw.items()}
-
-
-def _need_reason(rule_id: str, enabled: bool, reason: Any, path: Path) -> str | None:
-    if reason is not None and (not isinstance(reason, str) or not reason.strip()):
-        raise PolicyError(f"{path}: [rules.{rule_id}] reason must be text", 'write reason = "why it is disabled"')
+def _reason(entry: Reader, enabled: bool, reason: str | None) -> str | None:
+    if reason is not None and not reason.strip():
+        raise entry.fail("reason", "is empty", 'write reason = "why it is disabled"')
     if not enabled and reason is None:
-        raise PolicyError(
-            f"{path}: [rules.{rule_id}] is disabled without a reason",
+        raise entry.fail(
+            "",
+            "is disabled without a reason",
             'a check is switched off only with a written reason: add reason = "why it does not apply"',
         )
-    return reason.strip() if isinstance(reason, str) else None
+    return reason.strip() if reason is not None else None
 
 
-def _http(raw: Any, path: Path, current: HttpSurface) -> HttpSurface:
-    if not isinstance(raw, dict) or set(raw) - {"routes", "not_found_path", "rate_limited_path", "error_statuses"}:
-        raise PolicyError(
-            f"{path}: [http] has an unknown key or is not a table",
-            "use routes, not_found_path, rate_limited_path, error_statuses",
+def _define(rule_id: str, entry: Reader) -> Rule:
+    name = entry.get("area", str, required=True)
+    try:
+        area = Area(name)
+    except ValueError:
+        raise entry.fail(
+            "area", f"{name!r} is not an area", f"use one of: {', '.join(a.value for a in Area)}"
+        ) from None
+    severity = _severity(entry, "severity")
+    description = entry.get("description", str, required=True)
+    enabled = entry.get("enabled", bool, True)
+    reason = _reason(entry, enabled, entry.get("reason", str))
+    params = {k: v for k, v in entry.data.items() if k not in RULE_KEYS}
+    return Rule(rule_id, area, severity, description, params, enabled, reason)
+
+
+def _override(rule: Rule, entry: Reader) -> Rule:
+    changes: dict[str, Any] = {}
+    if "severity" in entry.data:
+        changes["severity"] = _severity(entry, "severity")
+    enabled = entry.get("enabled", bool, rule.enabled)
+    params = dict(rule.params)
+    for key, value in entry.data.items():
+        if key in RULE_KEYS - {"area", "description"}:
+            continue
+        if key not in params:
+            known = ", ".join(["severity", "enabled", "reason", *params])
+            raise entry.fail(key, "is not a setting of this rule", f"use one of: {known}")
+        params[key] = _param(entry, key, value, params[key])
+    reason = _reason(entry, enabled, entry.get("reason", str, rule.reason))
+    return replace(rule, params=params, enabled=enabled, reason=reason, **changes)
+
+
+def _param(entry: Reader, key: str, value: Any, default: Any) -> Any:
+    """A parameter takes the type of its default; an int where the default is a float is fine,
+    a bool is never a number."""
+    expected = type(default)
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
+    ok = ok or (expected is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        got = f"{type(value).__name__} ({value!r})"
+        raise entry.fail(key, f"must be {expected.__name__}, not {got}", f"write {key} like the default: {default!r}")
+    return value
+
+
+def _path(table: Reader, key: str, default: str | None) -> str | None:
+    value: str | None = table.get(key, str, default)
+    if value is not None and not value.startswith("/"):
+        raise table.fail(key, f"must be a path starting with /, not {value!r}", f'write {key} = "/..."')
+    return value
+
+
+def _http(table: Reader, current: HttpSurface) -> HttpSurface:
+    table.only({"routes", "not_found_path", "rate_limited_path", "error_statuses"})
+    routes = table.str_list("routes") if "routes" in table.data else current.routes
+    if not all(r.startswith("/") for r in routes):
+        raise table.fail("routes", "must be a list of paths starting with /", 'write routes = ["/", "/health"]')
+    statuses = table.get("error_statuses", list, list(current.error_statuses))
+    if not all(s in ERROR_STATUSES and not isinstance(s, bool) for s in statuses):
+        raise table.fail(
+            "error_statuses",
+            f"may hold only {', '.join(map(str, ERROR_STATUSES))}, not {statuses!r}",
+            "write error_statuses = [404, 429, 502]",
         )
-    routes = raw.get("routes", list(current.routes))
-    statuses = raw.get("error_statuses", list(current.error_statuses))
-    if not (isinstance(routes, list) and all(isinstance(r, str) and r.startswith("/") for r in routes)):
-        raise PolicyError(f"{path}: [http] routes must be a list of paths", 'write routes = ["/", "/api/health"]')
-    if not (isinstance(statuses, list) and all(s in (404, 429, 502) for s in statuses)):
-        raise PolicyError(
-            f"{path}: [http] error_statuses may hold 404, 429 and 502", "write error_statuses = [404, 429, 502]"
-        )
-    for key in ("not_found_path", "rate_limited_path"):
-        if key in raw and not (isinstance(raw[key], str) and raw[key].startswith("/")):
-            raise PolicyError(f"{path}: [http] {key} must be a path", f'write {key} = "/api/..."')
     return HttpSurface(
         tuple(routes),
-        raw.get("not_found_path", current.not_found_path),
-        raw.get("rate_limited_path", current.rate_limited_path),
+        _path(table, "not_found_path", current.not_found_path) or current.not_found_path,
+        _path(table, "rate_limited_path", current.rate_limited_path),
         tuple(statuses),
     )
-
-
-def _parse(data: Mapping[str, Any], path: Path, source: tuple[Path, ...]) -> Policy:
-    unknown = set(data) - TABLES
-    if unknown:
-        raise PolicyError(
-            f"{path}: [{sorted(unknown)[0]}] is not a known table", "use [policy], [http], [disabled] and [rules.ID]"
-        )
-    rules: dict[str, Rule] = {}
-    raw_rules = data.get("rules", {})
-    if not isinstance(raw_rules, dict):
-        raise PolicyError(f"{path}: [rules] must be a table", "write [rules.ID] tables")
-    for rule_id, raw in raw_rules.items():
-        if not isinstance(raw, dict):
-            raise PolicyError(
-                f"{path}: [rules.{rule_id}] must be a table",
-                f"write [rules.{rule_id}] with area, severity, description",
-            )
-        raw = dict(raw)
-        try:
-            area = Area(raw.pop("area"))
-            description = raw.pop("description")
-        except KeyError as exc:
-            raise PolicyError(
-                f"{path}: [rules.{rule_id}] lacks {exc.args[0]!r}", "every rule needs area, severity and description"
-            ) from None
-        except ValueError:
-            raise PolicyError(
-                f"{path}: [rules.{rule_id}] has an unknown area", f"use one of: {', '.join(a.value for a in Area)}"
-            ) from None
-        severity = _severity(raw.pop("severity", None), f"rules.{rule_id}", path)
-        enabled = raw.pop("enabled", True)
-        if not isinstance(description, str) or not isinstance(enabled, bool):
-            raise PolicyError(
-                f"{path}: [rules.{rule_id}] description must be text and enabled a boolean", "fix the types"
-            )
-        reason = _need_reason(rule_id, enabled, raw.pop("reason", None), path)
-        rules[rule_id] = Rule(rule_id, area, severity, description, raw, enabled, reason)
-    fail_on = _severity(data.get("policy", {}).get("fail_on", "high"), "policy", path)
-    disabled = _disabled_table(data.get("disabled", {}), path)
-    return Policy(rules, fail_on, source, _http(data.get("http", {}), path, HttpSurface()), disabled)
-
-
-def _merge(policy: Policy, data: Mapping[str, Any], path: Path) -> Policy:
-    """A user's file may change severity, enabled and parameters of known rules, and fail_on."""
-    unknown = set(data) - TABLES
-    if unknown:
-        raise PolicyError(
-            f"{path}: [{sorted(unknown)[0]}] is not a known table", "use [policy], [http], [disabled] and [rules.ID]"
-        )
-    rules = dict(policy.rules)
-    raw_rules = data.get("rules", {})
-    if not isinstance(raw_rules, dict):
-        raise PolicyError(f"{path}: [rules] must be a table", "write [rules.ID] tables")
-    for rule_id, raw in raw_rules.items():
-        if rule_id not in rules:
-            raise PolicyError(
-                f"{path}: [rules.{rule_id}] is not a rule of the policy", f"use one of: {', '.join(sorted(rules))}"
-            )
-        if not isinstance(raw, dict):
-            raise PolicyError(f"{path}: [rules.{rule_id}] must be a table", "write key = value lines under it")
-        rule = rules[rule_id]
-        params = dict(rule.params)
-        changes: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key == "severity":
-                changes["severity"] = _severity(value, f"rules.{rule_id}", path)
-            elif key == "enabled":
-                if not isinstance(value, bool):
-                    raise PolicyError(
-                        f"{path}: [rules.{rule_id}] enabled must be true or false", "write enabled = false"
-                    )
-                changes["enabled"] = value
-            elif key == "reason":
-                changes["reason"] = value
-            elif key in params:
-                expected = type(params[key])
-                # An int where the default is a float is fine; a bool is never an int here.
-                ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
-                ok = ok or (expected is float and isinstance(value, int) and not isinstance(value, bool))
-                if not ok:
-                    got = f"{type(value).__name__} ({value!r})"
-                    raise PolicyError(
-                        f"{path}: [rules.{rule_id}] {key} must be {expected.__name__}, not {got}",
-                        f"write {key} like the default: {params[key]!r}",
-                    )
-                params[key] = value
-            else:
-                known = ", ".join(["severity", "enabled", "reason", *params])
-                raise PolicyError(
-                    f"{path}: [rules.{rule_id}] {key!r} is not a setting of this rule", f"use one of: {known}"
-                )
-        enabled = changes.get("enabled", rule.enabled)
-        changes["reason"] = _need_reason(rule_id, enabled, changes.get("reason", rule.reason), path)
-        rules[rule_id] = replace(rule, params=params, **changes)
-    fail_on = policy.fail_on
-    if "policy" in data:
-        section = data["policy"]
-        if not isinstance(section, dict) or set(section) - {"fail_on"}:
-            raise PolicyError(f"{path}: [policy] takes only fail_on", 'write [policy] fail_on = "high"')
-        fail_on = _severity(section.get("fail_on", fail_on.value), "policy", path)
-    http = _http(data["http"], path, policy.http) if "http" in data else policy.http
-    disabled = dict(policy.extra_disabled) | _disabled_table(data.get("disabled", {}), path)
-    return Policy(rules, fail_on, (*policy.source, path), http, disabled)

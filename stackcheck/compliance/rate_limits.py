@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
+from stackcheck.compliance.runner import CheckContext, check, not_applicable
 from stackcheck.target import HttpTarget
 
 
@@ -104,6 +104,12 @@ def _settle(rule: Rule) -> None:
 
 
 def _limit_verdict(rule: Rule, ctx: CheckContext) -> list[Result]:
+    if not rule.param("path"):
+        raise not_applicable(
+            rule,
+            'no rate-limited route is configured (path = "")',
+            f'set [rules.{rule.id}] path = "/..." in the policy',
+        )
     rate, burst, offered, seconds = (
         rule.param("rate"),
         rule.param("burst"),
@@ -163,7 +169,11 @@ def health_unlimited(rule: Rule, ctx: CheckContext) -> list[Result]:
     offered, seconds, timeout = rule.param("offered_rate"), rule.param("seconds"), rule.param("timeout_s")
     paths = rule.param("paths")
     if not paths:
-        raise NotEvaluated("the rule lists no health route (paths = [])")
+        raise not_applicable(
+            rule,
+            "the rule lists no health route (paths = [])",
+            f'set [rules.{rule.id}] paths = ["/health"] in the policy',
+        )
     out = []
     for path in paths:
         shots = drive(ctx.target, path, offered, seconds, timeout=timeout)

@@ -5,29 +5,65 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from stackcheck.compliance.model import Area, Outcome, Policy, Result, Rule
 
-__all__ = ["CheckContext", "NotEvaluated", "Outcome", "check", "evaluate", "run", "table"]
+__all__ = [
+    "CheckContext",
+    "NotEvaluated",
+    "Outcome",
+    "check",
+    "evaluate",
+    "not_applicable",
+    "run",
+    "scoped_policy",
+    "table",
+]
 from stackcheck.errors import StackcheckError
 from stackcheck.stack import Stack
+from stackcheck.stackfile import StackSpec
 from stackcheck.target import HttpTarget
 
 CheckFn = Callable[[Rule, "CheckContext"], list[Result]]
 REGISTRY: dict[str, CheckFn] = {}
-# Areas whose rules need containers of a booted stack, not just a URL.
-CONTAINER_AREAS = {Area.CONTAINERS, Area.DATASTORES, Area.HEALTH}
+# Areas whose rules read the containers of a booted stack, not just a URL; NEEDS_STACK holds
+# the checks of other areas that do (a link to cut, a data store's TLS).
+STACK_AREAS = {Area.CONTAINERS, Area.DATASTORES}
+NEEDS_STACK: set[str] = set()
 
 
-def check(rule_id: str) -> Callable[[CheckFn], CheckFn]:
-    """Register the function that evaluates ``rule_id``."""
+def check(rule_id: str, needs_stack: bool = False) -> Callable[[CheckFn], CheckFn]:
+    """Register the function that evaluates ``rule_id`` (``needs_stack``: only on a booted stack)."""
 
     def register(fn: CheckFn) -> CheckFn:
         REGISTRY[rule_id] = fn
+        if needs_stack:
+            NEEDS_STACK.add(rule_id)
         return fn
 
     return register
+
+
+def needs_stack(rule: Rule) -> bool:
+    return rule.area in STACK_AREAS or rule.id in NEEDS_STACK
+
+
+def external_reason(target: HttpTarget) -> str:
+    return f"not applicable: --target {target.base_url} is an external deployment (nothing booted)"
+
+
+def scoped_policy(spec: StackSpec | None, override: str | Path | None, target: HttpTarget | None = None) -> Policy:
+    """The policy a run judges by: the default, the stack's policy (``[stack] policy``), then
+    ``override`` (--policy), with the stack file's [disabled] checks; against an external
+    ``target`` every rule that needs a booted stack is disabled, with the reason (the user chose
+    the scope: not a NOT EVALUATED)."""
+    policy = Policy.load(spec.policy if spec else None, override).disabling(spec.disabled if spec else {})
+    if target is not None and not target.booted:
+        reason = external_reason(target)
+        policy = policy.disabling({r.id: reason for r in policy.rules.values() if needs_stack(r)})
+    return policy
 
 
 @dataclass
@@ -39,24 +75,46 @@ class CheckContext:
     cache: dict[str, Any] = field(default_factory=dict)
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run; a failure is kept too, so that the next rule asking gets it
+        at once instead of waiting for it again."""
         if key not in self.cache:
-            self.cache[key] = compute()
-        return self.cache[key]
+            try:
+                self.cache[key] = compute()
+            except Exception as exc:
+                self.cache[key] = _Failed(exc)
+        value = self.cache[key]
+        if isinstance(value, _Failed):
+            raise value.error
+        return value
 
     def require_stack(self, rule: Rule) -> Stack:
         if self.stack is None:
-            raise NotEvaluated(f"needs a booted stack; {self.target.base_url} is an external target")
+            raise NotEvaluated(external_reason(self.target))
         return self.stack
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: Exception
 
 
 class NotEvaluated(Exception):
     """Raised by a check that finds nothing to judge on this target (the reason is the message)."""
 
 
+def not_applicable(rule: Rule, missing: str, configure: str = "") -> NotEvaluated:
+    """The NotEvaluated of a rule whose subject this stack lacks: what is missing, how to give
+    the rule one (``configure``), and how to switch it off by name."""
+    how = f"{configure}, or disable it" if configure else "disable it"
+    return NotEvaluated(
+        f'not applicable: {missing}; {how}: [disabled] {rule.id} = "reason" in the stack file or policy'
+    )
+
+
 def evaluate(rule: Rule, ctx: CheckContext) -> list[Result]:
     """Run one rule; a crash in a check is an ERROR result with the reason, never a traceback."""
-    if rule.area in CONTAINER_AREAS and ctx.stack is None:
-        return [Result(rule, Outcome.NOT_EVALUATED, ctx.target.base_url, "needs a booted stack (container-level rule)")]
+    if ctx.stack is None and needs_stack(rule):
+        return [Result(rule, Outcome.DISABLED, ctx.target.base_url, external_reason(ctx.target))]
     fn = REGISTRY.get(rule.id)
     if fn is None:
         return [Result(rule, Outcome.ERROR, "policy", f"no check implements rule {rule.id!r}")]
@@ -76,8 +134,13 @@ def evaluate(rule: Rule, ctx: CheckContext) -> list[Result]:
 def run(ctx: CheckContext, areas: Iterable[Area] | None = None) -> list[Result]:
     wanted = set(areas) if areas else set(Area)
     results: list[Result] = []
+    disabled = ctx.policy.disabled
     for rule in ctx.policy.rules.values():
-        if rule.enabled and rule.area in wanted:
+        if rule.area not in wanted:
+            continue
+        if rule.id in disabled:  # shown with its reason, never silently left out
+            results.append(Result(rule, Outcome.DISABLED, "policy", disabled[rule.id]))
+        else:
             started = time.monotonic()
             results.extend(evaluate(rule, ctx))
             ctx.cache.setdefault("_timings", {})[rule.id] = time.monotonic() - started

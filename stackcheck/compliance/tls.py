@@ -18,7 +18,7 @@ import socket
 import ssl
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,7 +48,7 @@ from sslyze.scanner.scanner import Scanner
 from sslyze.server_setting import ServerNetworkConfiguration, ServerNetworkLocation
 
 from stackcheck.compliance.model import Outcome, Result, Rule
-from stackcheck.compliance.runner import CheckContext, NotEvaluated, check
+from stackcheck.compliance.runner import CheckContext, check, not_applicable
 from stackcheck.errors import PolicyError, StackcheckError
 
 # Per connection; sslyze retries once. Against 127.0.0.1 a handshake takes milliseconds.
@@ -157,10 +157,10 @@ class Endpoint:
         return self.label or f"{self.host}:{self.port}"
 
 
-def https_endpoint(ctx: CheckContext) -> Endpoint:
+def https_endpoint(rule: Rule, ctx: CheckContext) -> Endpoint:
     target = ctx.target
     if urlsplit(target.base_url).scheme != "https":
-        raise NotEvaluated(f"{target.base_url} is not an https:// URL")
+        raise not_applicable(rule, f"{target.base_url} is not an https:// URL: no TLS to check")
     # A booted stack publishes on 127.0.0.1 only; its URL names localhost, which the certificate names.
     return Endpoint(target.host, target.port, "127.0.0.1" if target.booted else None, target.ca_file)
 
@@ -399,7 +399,7 @@ def accepted_suites(scan: ServerScanResult) -> list[AcceptedSuite]:
 
 @check("tls-protocols")
 def tls_protocols(rule: Rule, ctx: CheckContext) -> list[Result]:
-    endpoint = https_endpoint(ctx)
+    endpoint = https_endpoint(rule, ctx)
     scan = _reachable(ctx, endpoint, HTTPS_COMMANDS)
     problems, evidence = protocol_verdict(supported_protocols(scan), rule.param("refused"), rule.param("accepted"))
     if problems:
@@ -409,7 +409,7 @@ def tls_protocols(rule: Rule, ctx: CheckContext) -> list[Result]:
 
 @check("tls-mozilla-profile")
 def tls_mozilla_profile(rule: Rule, ctx: CheckContext) -> list[Result]:
-    endpoint = https_endpoint(ctx)
+    endpoint = https_endpoint(rule, ctx)
     name = rule.param("profile")
     try:
         profile_enum = TlsConfigurationEnum(name)
@@ -448,7 +448,7 @@ def tls_mozilla_profile(rule: Rule, ctx: CheckContext) -> list[Result]:
 
 @check("tls-weak-ciphers")
 def tls_weak_ciphers(rule: Rule, ctx: CheckContext) -> list[Result]:
-    endpoint = https_endpoint(ctx)
+    endpoint = https_endpoint(rule, ctx)
     scan = _reachable(ctx, endpoint, HTTPS_COMMANDS)
     suites = accepted_suites(scan)
     forbidden = rule.param("forbidden")
@@ -471,7 +471,7 @@ def tls_weak_ciphers(rule: Rule, ctx: CheckContext) -> list[Result]:
 
 @check("tls-forward-secrecy")
 def tls_forward_secrecy(rule: Rule, ctx: CheckContext) -> list[Result]:
-    endpoint = https_endpoint(ctx)
+    endpoint = https_endpoint(rule, ctx)
     scan = _reachable(ctx, endpoint, HTTPS_COMMANDS)
     legacy = [s for s in accepted_suites(scan) if s.protocol != "TLSv1.3"]
     without = list(dict.fromkeys(f"{s.iana} ({s.protocol})" for s in legacy if not has_forward_secrecy(s.iana)))
@@ -510,7 +510,7 @@ def describe_leaf(leaf: x509.Certificate) -> str:
 
 @check("tls-certificate")
 def tls_certificate(rule: Rule, ctx: CheckContext) -> list[Result]:
-    endpoint = https_endpoint(ctx)
+    endpoint = https_endpoint(rule, ctx)
     ca_file, trust = trust_anchor(endpoint)
     out = []
     # One result per certificate the server presents (e.g. an ECDSA and an RSA one).
@@ -529,7 +529,7 @@ def tls_certificate(rule: Rule, ctx: CheckContext) -> list[Result]:
 
 @check("tls-certificate-strict")
 def tls_certificate_strict(rule: Rule, ctx: CheckContext) -> list[Result]:
-    endpoint = https_endpoint(ctx)
+    endpoint = https_endpoint(rule, ctx)
     info = _certificate_info(ctx, endpoint)
     ca_file, trust = trust_anchor(endpoint)
     out = []
@@ -548,7 +548,7 @@ def tls_certificate_strict(rule: Rule, ctx: CheckContext) -> list[Result]:
 
 @check("tls-expiry")
 def tls_expiry(rule: Rule, ctx: CheckContext) -> list[Result]:
-    endpoint = https_endpoint(ctx)
+    endpoint = https_endpoint(rule, ctx)
     info = _certificate_info(ctx, endpoint)
     min_days = int(rule.param("min_days"))
     out = []
@@ -579,7 +579,7 @@ def negotiate_alpn(endpoint: Endpoint, offered: list[str], timeout: float = 5.0)
 
 @check("tls-alpn-h2")
 def tls_alpn_h2(rule: Rule, ctx: CheckContext) -> list[Result]:
-    endpoint = https_endpoint(ctx)
+    endpoint = https_endpoint(rule, ctx)
     offered = ["h2", "http/1.1"]
     try:
         selected, version = negotiate_alpn(endpoint, offered)
@@ -603,17 +603,26 @@ def _redirect_result(rule: Rule, subject: str, url: str, host: str | None = None
 
 @check("tls-http-redirect")
 def tls_http_redirect(rule: Rule, ctx: CheckContext) -> list[Result]:
-    if ctx.stack is None or not ctx.target.booted:
-        host = ctx.target.host
-        return [_redirect_result(rule, f"{host}:80", f"http://{host}:80/")]
+    target = ctx.target
+    if ctx.stack is None or not target.booted:
+        if target.http_url:  # --target-http-url; the Host a browser sends to the site's plain-HTTP URL
+            parts = urlsplit(target.http_url)
+            return [_redirect_result(rule, parts.netloc, f"{target.http_url.rstrip('/')}/", target.host)]
+        result = _redirect_result(rule, f"{target.host}:80", f"http://{target.host}:80/")
+        note = f"no --target-http-url given: tried port 80 of {target.host}"
+        return [replace(result, evidence=f"{result.evidence} ({note})")]
     stack = ctx.stack
     if not stack.spec.entrypoint_url:
-        raise NotEvaluated(f"stack {stack.spec.name} has no entrypoint")
+        raise not_applicable(rule, f"stack {stack.spec.name} has no entrypoint")
     entry = urlsplit(stack.spec.entrypoint_url)
     service = str(entry.hostname)
     plain = [p for p in stack.spec.services[service].ports if p != entry.port]
     if not plain:
-        raise NotEvaluated(f"{service} publishes no plain-HTTP port besides {entry.port}: nothing answers plain HTTP")
+        raise not_applicable(
+            rule,
+            f"{service} publishes no plain-HTTP port besides {entry.port}: nothing answers plain HTTP",
+            f"publish the port that redirects to HTTPS in [services.{service}] ports",
+        )
     handle = stack.service(service)
     # The Host a browser would send to the HTTPS URL's host on port 80.
     return [
@@ -625,13 +634,13 @@ def tls_http_redirect(rule: Rule, ctx: CheckContext) -> list[Result]:
 # -- PostgreSQL -------------------------------------------------------------------------------------
 
 
-@check("tls-postgres")
+@check("tls-postgres", needs_stack=True)
 def tls_postgres(rule: Rule, ctx: CheckContext) -> list[Result]:
     stack = ctx.require_stack(rule)
     images = rule.param("images")
     services = [name for name, svc in stack.spec.services.items() if svc.image in images]
     if not services:
-        raise NotEvaluated(f"no service of stack {stack.spec.name} runs an image in {images}")
+        raise not_applicable(rule, f"no service of stack {stack.spec.name} runs an image in {images}")
     out = []
     for service in services:
         for handle in stack.instances(service):

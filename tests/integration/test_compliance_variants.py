@@ -16,6 +16,7 @@ from typing import Any
 import docker
 import pytest
 
+from stackcheck import stackfile
 from stackcheck.compliance import runner
 from stackcheck.compliance.model import Area, Outcome, Policy, Result, Rule
 from stackcheck.compliance.runner import CheckContext
@@ -27,7 +28,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.compliance]
 
 REFERENCE = tomllib.loads(DEFAULT_STACK.read_text())
 NGINX_CONF = (DEFAULT_STACK.parent / "nginx" / "promptcard.conf").read_text()
-POLICY = Policy.load()
+# The reference stack's policy (its routes, rate-limit paths and health links) over the default.
+POLICY = Policy.load(stackfile.load(DEFAULT_STACK).policy)
 HSTS = '    add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;\n'
 NOSNIFF = '    add_header X-Content-Type-Options "nosniff" always;\n'
 # The security headers of the seed's nginx (design doc 000), plus what such configs often add.

@@ -341,12 +341,15 @@ def test_tls_postgres_passes_on_good_servers_and_fails_on_weak_ones(tmp_path: Pa
     assert "no TLS via STARTTLS" in plain.evidence
 
 
-def test_tls_postgres_is_skipped_for_an_external_target() -> None:
+def test_tls_postgres_is_disabled_for_an_external_target() -> None:
+    """The user chose the scope (--target): out of it, not a gap (DISABLED, not NOT EVALUATED)."""
     policy = Policy.load()
     target = HttpTarget.external("https://stackcheck-external.invalid")
     [result] = runner.evaluate(policy.rules["tls-postgres"], CheckContext(target, None, policy))
-    assert result.outcome is NOT_EVALUATED
-    assert "external target" in result.evidence
+    assert result.outcome is Outcome.DISABLED
+    assert result.evidence == (
+        "not applicable: --target https://stackcheck-external.invalid is an external deployment (nothing booted)"
+    )
 
 
 def test_nothing_is_left_behind(docker_client: docker.DockerClient) -> None:

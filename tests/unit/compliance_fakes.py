@@ -40,11 +40,17 @@ class FakeStack:
     def handles(self) -> list[Any]:
         return list(self.containers)
 
+    def instances(self, service: str) -> list[Any]:
+        return [c for c in self.containers if c.service.name == service]
+
     def http(self, timeout: float = 10.0, **kwargs: Any) -> httpx.Client:
         assert self.target is not None, "this fake stack has no edge"
         return self.target.http(timeout, **kwargs)
 
 
-def fake_handle(service: str, image: str = "toolbox") -> Any:
-    """A container of ``service`` that must not be inspected (no docker attribute)."""
-    return SimpleNamespace(name=service, service=SimpleNamespace(name=service, image=image))
+def fake_handle(service: str, image: str = "toolbox", docker: Any = None) -> Any:
+    """A container of ``service`` that must not be inspected (no docker attribute unless given)."""
+    handle = SimpleNamespace(name=service, service=SimpleNamespace(name=service, image=image))
+    if docker is not None:
+        handle.docker = docker
+    return handle

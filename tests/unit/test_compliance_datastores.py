@@ -63,11 +63,12 @@ def test_a_url_in_a_template_file_counts(tmp_path: Path) -> None:
     (tmp_path / "app.ini").write_text("[cache]\nurl = redis://reporting:secret@redis:6379/3\n")
 
     def templated(data: dict[str, Any]) -> None:
-        data["services"]["backend"]["files"] = {"/etc/app.ini": {"template_file": "app.ini"}}
+        # An absolute path: the stack file stays the reference one (its other files resolve next to it).
+        data["services"]["backend"]["files"] = {"/etc/app.ini": {"template_file": str(tmp_path / "app.ini")}}
         data["services"]["backend"]["env"] = {}
         data["services"]["nginx"]["files"] = {}
 
-    assert redis_users(spec(templated, tmp_path / "stack.toml"), "redis") == {"reporting": ["backend"]}
+    assert redis_users(spec(templated), "redis") == {"reporting": ["backend"]}
 
 
 def test_no_client_means_no_known_application_user() -> None:

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
 from stackcheck.compliance import headers, runner
-from stackcheck.compliance.headers import Missing, Observed, frame_problem
+from stackcheck.compliance.headers import Inapplicable, Missing, Observed, frame_problem
 from stackcheck.compliance.model import Area, HttpSurface, Outcome, Policy
 from stackcheck.compliance.runner import CheckContext
+from stackcheck.stack import DEFAULT_STACK
 from stackcheck.target import HttpTarget
-from tests.unit.compliance_fakes import FakeStack, MockTarget
+from tests.unit.compliance_fakes import FakeStack, MockTarget, fake_handle
 
 POLICY = Policy.load()
+REFERENCE_POLICY = Policy.load(DEFAULT_STACK.parent / "policy.toml")
 # One result per response of the surface (cors sends requests of its own; the grade scores the entry).
 SURFACE_RULES = [r for r in POLICY.area(Area.HEADERS) if r.id not in ("headers-cors", "headers-grade")]
 FOREIGN = "https://stackcheck-foreign-origin.invalid"
@@ -131,8 +134,11 @@ def test_an_edge_that_answers_200_everywhere_has_no_429_or_502_page_to_judge() -
     """An unlimited edge that serves every route itself: the old code labelled its 200s
     "error 429" and "error 502" and judged them as error pages."""
     target = MockTarget(lambda _: httpx.Response(200, headers={"X-Content-Type-Options": "nosniff"}))
-    ctx = CheckContext(target, FakeStack(target=target), POLICY)  # type: ignore[arg-type]
+    backend = fake_handle("backend", docker=FakeDocker())
+    stack = FakeStack([backend], spec=edge_spec(depends_on=["backend"]), target=target)
+    ctx = CheckContext(target, stack, REFERENCE_POLICY)  # type: ignore[arg-type]
     seen = headers.surface(ctx)
+    assert backend.docker.calls == ["stop", "start"]
     missing = [s for s in seen if isinstance(s, Missing)]
     assert [m.label for m in missing] == ["error 404", "error 429", "error 502"]
     assert missing[0].reason == (
@@ -164,3 +170,60 @@ def test_a_policy_with_no_route_and_no_error_response_evaluates_nothing(rule: An
     [result] = runner.evaluate(rule, CheckContext(target, None, policy))
     assert result.outcome is Outcome.NOT_EVALUATED
     assert "[http]" in result.evidence
+
+
+class FakeDocker:
+    """A container that records being stopped and started, and is healthy at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.attrs: dict[str, Any] = {"State": {"Health": {"Status": "healthy"}}}
+
+    def stop(self, timeout: int) -> None:
+        self.calls.append("stop")
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def reload(self) -> None:
+        pass
+
+
+def edge_spec(depends_on: list[str]) -> Any:
+    nginx = SimpleNamespace(depends_on=depends_on)
+    return SimpleNamespace(entry_service="nginx", services={"nginx": nginx}, links={}, health_path="/health")
+
+
+def test_an_entrypoint_without_upstreams_has_no_502_page_and_stops_nothing() -> None:
+    """A one-service stack: nothing to stop, no wait; every surface rule says so in its evidence."""
+    target = MockTarget(
+        lambda request: httpx.Response(404 if request.url.path != "/" else 200, headers={"X-Frame-Options": "DENY"})
+    )
+    stack = FakeStack(spec=edge_spec(depends_on=[]), target=target)
+    ctx = CheckContext(target, stack, POLICY)  # type: ignore[arg-type]
+    seen = headers.surface(ctx)
+    assert [type(s).__name__ for s in seen] == ["Observed", "Observed", "Inapplicable", "Inapplicable"]
+    assert seen[3] == Inapplicable("error 502", "not applicable: the entrypoint has no upstream service")
+    assert seen[2].label == "error 429"  # the default policy names no rate-limited route
+    results = runner.evaluate(POLICY.rules["headers-frame-options"], ctx)
+    assert [(r.subject, r.outcome) for r in results] == [
+        ("GET / -> 200", Outcome.PASS),
+        ("error 404 (/stackcheck-no-such-route -> 404)", Outcome.PASS),
+    ]
+    assert "error 502: not applicable: the entrypoint has no upstream service" in results[0].evidence
+    assert "error 429: not applicable: the policy's [http] names no rate_limited_path" in results[0].evidence
+
+
+def test_a_failed_observation_is_computed_once_per_run() -> None:
+    """A surface whose fetch fails (e.g. upstreams that never come back) fails every header rule
+    at once with the same error instead of waiting for it again, rule after rule."""
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise httpx.ConnectError("refused", request=request)
+
+    ctx = CheckContext(MockTarget(handle), None, POLICY)
+    results = [r for rule in SURFACE_RULES for r in runner.evaluate(rule, ctx)]
+    assert {r.outcome for r in results} == {Outcome.ERROR}
+    assert len(calls) == 1

@@ -78,4 +78,19 @@ def test_failures_are_named_by_kind() -> None:
 def test_no_health_route_in_the_rule_evaluates_nothing() -> None:
     rule = dataclasses.replace(RULE, params={**RULE.params, "paths": []})
     [result] = runner.evaluate(rule, CheckContext(MockTarget(route), None, POLICY))
-    assert (result.outcome, result.evidence) == (Outcome.NOT_EVALUATED, "the rule lists no health route (paths = [])")
+    assert result.outcome is Outcome.NOT_EVALUATED
+    assert result.evidence.startswith("not applicable: the rule lists no health route (paths = [])")
+    assert '[disabled] ratelimit-health-unlimited = "reason"' in result.evidence
+
+
+@pytest.mark.parametrize("rule_id", ["ratelimit-api", "ratelimit-auth"])
+def test_a_limit_rule_without_a_configured_path_is_not_applicable_and_sends_nothing(rule_id: str) -> None:
+    """The default policy names no route of any application: the stack's policy gives the path."""
+    rule = POLICY.rules[rule_id]
+    assert rule.param("path") == ""
+    target = MockTarget(lambda request: pytest.fail(f"nothing should be sent, got {request.url}"))
+    [result] = runner.evaluate(rule, CheckContext(target, None, POLICY))
+    assert result.outcome is Outcome.NOT_EVALUATED
+    assert result.evidence.startswith('not applicable: no rate-limited route is configured (path = "")')
+    assert f"set [rules.{rule_id}] path" in result.evidence
+    assert f"[disabled] {rule_id}" in result.evidence

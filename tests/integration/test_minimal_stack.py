@@ -161,6 +161,24 @@ def test_an_external_target_gets_http_tls_rate_limit_and_liveness_rules_and_noth
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
+def test_check_compliance_against_a_target_url_disables_what_needs_a_booted_stack(tmp_path: Path) -> None:
+    """The CLI's --target path: a stack booted here, addressed only by its published URLs."""
+    with Stack.from_file(MINIMAL) as stack:
+        target, http_url = stack.target(), stack.url("web", 8080, scheme="http")
+        args = ["--target", target.base_url, "--target-ca", str(target.ca_file), "--target-http-url", http_url]
+        proc = cli("check", "compliance", *args, "--area", "tls", "--area", "containers", cwd=tmp_path)
+    print(proc.stdout[-3000:])
+    rows = {(rule, outcome, rest) for rule, outcome, rest in table_rows(proc.stdout)}
+    reason = f"not applicable: --target {target.base_url} is an external deployment (nothing booted)"
+    disabled = {rule for rule, outcome, rest in rows if outcome == "disabled" and rest.endswith(reason)}
+    assert disabled == {r.id for r in Policy.load().area(Area.CONTAINERS)} | {"tls-postgres"}
+    [redirect] = [rest for rule, _, rest in rows if rule == "tls-http-redirect"]
+    assert f"GET {http_url}/ answered 301 Location: https://localhost/" in redirect
+    judged = {rule for rule, outcome, _ in rows if outcome in ("pass", "fail")}
+    assert judged == {r.id for r in Policy.load().area(Area.TLS)} - {"tls-postgres"}
+    assert proc.returncode == 0, "only a medium finding (tls-mozilla-profile's curves): a warning"
+
+
 def test_the_redirect_rule_says_it_tried_port_80_without_a_plain_http_url() -> None:
     target = HttpTarget.external("https://127.0.0.1:9")  # nothing listens on 80 or 9 here
     policy = Policy.load()

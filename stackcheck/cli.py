@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,7 @@ def _catalog(stack: str | None) -> images.Catalog:
 
 def cmd_images_build(args: argparse.Namespace) -> int:
     catalog = _catalog(args.stack)
-    builder = images.ImageBuilder(engine.client(), catalog, offline=args.offline, progress=_say)
+    builder = images.ImageBuilder(engine.client(), catalog, offline=args.offline)
     started = time.monotonic()
     only = args.only or (catalog.needed(stackfile.load(args.stack)) if args.stack else None)
     results = builder.build(only=only, force=args.force)
@@ -71,7 +72,7 @@ def cmd_images_list(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _booted(path: str) -> Iterator[Stack]:
     """A stack for one command, removed at the end (also on SIGTERM); says which run it is."""
-    stack = Stack.from_file(path, progress=_say)
+    stack = Stack.from_file(path)
     _say(f"booting {stack.spec.name} (run {stack.run_id})")
     with stack:
         _say(f"up in {stack.boot_seconds:.1f}s")
@@ -79,7 +80,7 @@ def _booted(path: str) -> Iterator[Stack]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    stack = Stack.from_file(args.stack, reap=False, progress=_say)
+    stack = Stack.from_file(args.stack, reap=False)
     # Kept after this process exits; a SIGTERM while it boots still removes it (Stack.start).
     _say(f"booting {stack.spec.name} (run {stack.run_id})")
     stack.start()
@@ -159,7 +160,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     started = time.monotonic()
     catalog = _catalog(args.stack)
     needed = catalog.needed(stackfile.load(args.stack))
-    images.ImageBuilder(engine.client(), catalog, offline=args.offline, progress=_say).build(only=needed)
+    images.ImageBuilder(engine.client(), catalog, offline=args.offline).build(only=needed)
     phase("images", started)
     run_dir = (Path(REPORTS_DIR) / new_run_id()).resolve()
     areas = args.area or list(GATE_AREAS)
@@ -405,6 +406,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Progress of image builds and boots is logged (loggers stackcheck.*): shown here as plain lines.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("stackcheck").setLevel(logging.INFO)
     interrupt.raise_on_termination()
     try:
         return int(args.func(args))

@@ -511,15 +511,22 @@ def _capture(entry: Reader) -> str | None:
     return path
 
 
-def _http(entry: Reader, scope: _Scope) -> HttpTemplate:
-    method = entry.get("method", str, required=True).upper()
+def method_and_path(entry: Reader, default_method: str | None = None) -> tuple[str, str]:
+    """The checked method and path of an HTTP request table (a load-mix request, a chaos workload),
+    whose ``json`` and ``body`` exclude each other."""
+    method = str(entry.get("method", str, default_method, required=default_method is None)).upper()
     if method not in METHODS:
         raise entry.fail("method", f"{method!r} is not an HTTP method", f"use one of: {', '.join(METHODS)}")
-    path = entry.get("path", str, required=True)
+    path: str = entry.get("path", str, required=True)
     if not path.startswith("/"):
         raise entry.fail("path", f"{path!r} does not start with /", 'write path = "/api/things" (the entrypoint\'s)')
     if "json" in entry.data and "body" in entry.data:
         raise entry.fail("body", "and json are both set", 'keep one: json = { ... } or body = "..."')
+    return method, path
+
+
+def _http(entry: Reader, scope: _Scope) -> HttpTemplate:
+    method, path = method_and_path(entry)
     body = _json_value(entry, entry.data.get("json"))
     expect = entry.get("expect", list, [])
     if not all(isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in expect):

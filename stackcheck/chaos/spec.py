@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stackcheck.loadmix import method_and_path
 from stackcheck.tomldata import Reader
 
 if TYPE_CHECKING:  # stackfile imports this module: the types only, no import cycle at run time
@@ -28,7 +29,6 @@ if TYPE_CHECKING:  # stackfile imports this module: the types only, no import cy
 
 FIELD = re.compile(r"\$\{([^}]*)\}")
 FIELDS = ("id", "n", "run")
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 POSTGRES_PORT, REDIS_PORT = 5432, 6379  # what stack.postgres() / stack.redis() connect to
 
 
@@ -301,14 +301,7 @@ def _check_fields(table: Reader, key: str, text: str) -> None:
 def _workload(wt: Reader, name: str) -> Workload:
     entry = wt.table(name)
     entry.only({"method", "path", "json", "body", "headers", "expect_status", "expect_body"})
-    method = entry.get("method", str, "GET").upper()
-    if method not in METHODS:
-        raise entry.fail("method", f"{method!r} is not an HTTP method", f"use one of: {', '.join(METHODS)}")
-    path = entry.get("path", str, required=True)
-    if not path.startswith("/"):
-        raise entry.fail("path", f"{path!r} does not start with /", 'write path = "/api/items?limit=10"')
-    if "json" in entry.data and "body" in entry.data:
-        raise entry.fail("body", "is given together with json", "send either a json body or a text body")
+    method, path = method_and_path(entry, default_method="GET")
     statuses = _statuses(entry, "expect_status")
     workload = Workload(
         name,

@@ -239,7 +239,7 @@ NO_PROBE = both(without("scenarios", "mine", "probe"), without("objectives", "ch
         (workload(path="/x", method="FETCH"), "'FETCH' is not an HTTP method", "GET"),
         (workload(path="x"), "does not start with /", "path"),
         (workload(method="GET"), r"\[workloads\.ping\.path\] is missing", "path"),
-        (workload(path="/x", json={}, body="b"), "given together with json", "either"),
+        (workload(path="/x", json={}, body="b"), "and json are both set", "keep one"),
         (workload(path="/x/${seq}"), r"unknown field \$\{seq\}", "${run}"),
         (workload(path="/x", expect_status=["ok"]), "must be HTTP statuses", "200"),
         (workload(path="/x", timeout=1), r"workloads\.ping\.timeout\] is not a known key", "expect_status"),

@@ -97,7 +97,9 @@ def test_q1_primary_failure_with_the_tuned_profile_meets_tier_1(cluster: Stack) 
     assert result.rto.rto_s < 30
     assert result.rpo is not None
     assert result.rpo.lost == ()
-    assert result.rpo.acknowledged > 100
+    # The ledger wrote through the drill: 1 s before the kill and 1 s after recovery at 20 ms
+    # (about 45 each); 84-102 acknowledged in 9 measured runs.
+    assert result.rpo.acknowledged > 50
 
 
 # -- the broken cluster: each cluster rule fails on it ---------------------------------------------

@@ -118,7 +118,8 @@ def cmd_check_compliance(args: argparse.Namespace) -> int:
         results = compliance_runner.run(CheckContext(external, None, policy), areas)
     else:
         with _booted(str(path)) as stack:
-            results = compliance_runner.run(CheckContext(stack.target(), stack, policy), areas)
+            target = stack.target() if stack.spec.entrypoint_url else None  # none: container rules only
+            results = compliance_runner.run(CheckContext(target, stack, policy), areas)
     print(compliance_runner.table(results))
     breaches, warnings = policy.breaches(results, fail_on), policy.warnings(results, fail_on)
     counts = {o: sum(r.outcome is o for r in results) for o in Outcome}

@@ -484,6 +484,10 @@ class Stack:
         """The entrypoint as an HTTP target whose TLS is verified against this run's CA."""
         if self.ca is None:
             raise StackError(f"stack {self.spec.name} is not running", "start it first (`with Stack(...) as stack:`)")
+        if self.spec.entrypoint_url is None:
+            raise StackError(
+                f"stack {self.spec.name} declares no HTTP entrypoint", 'add [stack] entrypoint = "https://SERVICE:PORT"'
+            )
         return HttpTarget(self.url(), self.ca.client_context(), booted=True, ca_file=self.tls_files["ca"])
 
     def synthetic_headers(self) -> dict[str, str]:

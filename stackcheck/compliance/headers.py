@@ -86,7 +86,7 @@ def upstream_services(stack: Stack) -> list[str]:
 def _fetch_surface(ctx: CheckContext) -> Surface:
     http = ctx.policy.http
     seen: Surface = []
-    with ctx.target.http(follow_redirects=False) as client:
+    with ctx.http_target().http(follow_redirects=False) as client:
         for route in http.routes:
             response = client.get(route)
             seen.append(_observe(f"GET {route} -> {response.status_code}", response))
@@ -260,8 +260,9 @@ def hsts_problem(value: str | None, min_max_age: int, include_subdomains: bool) 
 
 @check("headers-hsts")
 def hsts(rule: Rule, ctx: CheckContext) -> list[Result]:
-    if not ctx.target.base_url.startswith("https://"):
-        return [Result(rule, Outcome.FAIL, ctx.target.base_url, "the target is not served over HTTPS")]
+    base_url = ctx.http_target().base_url
+    if not base_url.startswith("https://"):
+        return [Result(rule, Outcome.FAIL, base_url, "the target is not served over HTTPS")]
     return _results(
         rule,
         ctx,
@@ -415,7 +416,7 @@ def cors(rule: Rule, ctx: CheckContext) -> list[Result]:
             "list them in [http] routes",
         )
     out = []
-    with ctx.target.http() as client:
+    with ctx.http_target().http() as client:
         for route in ctx.policy.http.routes:
             response = client.get(route, headers={"Origin": origin})
             allow = response.headers.get("access-control-allow-origin")
@@ -459,7 +460,7 @@ def observatory_retrieval(ctx: CheckContext) -> observatory.Retrieval:
     """What the MDN scanner fetches for the target's host (once per run)."""
 
     def fetch() -> observatory.Retrieval:
-        target = ctx.target
+        target = ctx.http_target()
         with target.http(follow_redirects=False) as client:
             if ctx.stack is None or not target.booted:
                 # The scanner takes HOST[:PORT] and asks https:// and http:// of it.

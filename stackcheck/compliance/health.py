@@ -24,7 +24,7 @@ def liveness(rule: Rule, ctx: CheckContext) -> list[Result]:
             rule, 'no liveness route is configured (path = "")', f'set [rules.{rule.id}] path = "/health" in the policy'
         )
     latencies, statuses = [], []
-    with ctx.target.http(timeout=5) as client:
+    with ctx.http_target().http(timeout=5) as client:
         client.get(path)  # warm the connection: TLS setup is not the endpoint's latency
         for _ in range(samples):
             started = time.perf_counter()

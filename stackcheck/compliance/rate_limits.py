@@ -117,7 +117,7 @@ def _limit_verdict(rule: Rule, ctx: CheckContext) -> list[Result]:
         rule.param("seconds"),
     )
     _settle(rule)
-    shots = drive(ctx.target, rule.param("path"), offered, seconds)
+    shots = drive(ctx.http_target(), rule.param("path"), offered, seconds)
     m = measure(shots, rule.param("status"), rate, burst, offered, seconds)
     low, high = rate * (1 - rule.param("tolerance")), rate * (1 + rule.param("tolerance"))
     if m.limited == 0:
@@ -176,7 +176,7 @@ def health_unlimited(rule: Rule, ctx: CheckContext) -> list[Result]:
         )
     out = []
     for path in paths:
-        shots = drive(ctx.target, path, offered, seconds, timeout=timeout)
+        shots = drive(ctx.http_target(), path, offered, seconds, timeout=timeout)
         problem = health_problem(shots, timeout)
         slowest = max((s.elapsed for s in shots), default=0.0)
         evidence = f"{len(shots)} probes at {offered:g} r/s, all 2xx within {timeout:g}s (slowest {slowest:.2f}s)"

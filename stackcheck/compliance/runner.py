@@ -68,7 +68,7 @@ def scoped_policy(spec: StackSpec | None, override: str | Path | None, target: H
 
 @dataclass
 class CheckContext:
-    target: HttpTarget
+    target: HttpTarget | None  # None: a booted stack that declares no HTTP entrypoint
     stack: Stack | None
     policy: Policy
     # Observations shared between rules of one run (e.g. the responses of every route family).
@@ -89,8 +89,24 @@ class CheckContext:
 
     def require_stack(self, rule: Rule) -> Stack:
         if self.stack is None:
-            raise NotEvaluated(external_reason(self.target))
+            raise NotEvaluated(external_reason(self.http_target()))
         return self.stack
+
+    def http_target(self) -> HttpTarget:
+        """Where HTTP/TLS checks aim; a stack without an entrypoint has nothing for them."""
+        if self.target is None:
+            raise NotEvaluated(
+                "not applicable: the stack declares no HTTP entrypoint ([stack] entrypoint); or disable it: "
+                '[disabled] RULE = "reason" in the stack file or policy'
+            )
+        return self.target
+
+    @property
+    def subject(self) -> str:
+        """What a result that names no finer subject is about: the target, else the stack."""
+        if self.target is not None:
+            return self.target.base_url
+        return f"stack {self.stack.spec.name}" if self.stack is not None else "no target"
 
 
 @dataclass(frozen=True)
@@ -114,20 +130,20 @@ def not_applicable(rule: Rule, missing: str, configure: str = "") -> NotEvaluate
 def evaluate(rule: Rule, ctx: CheckContext) -> list[Result]:
     """Run one rule; a crash in a check is an ERROR result with the reason, never a traceback."""
     if ctx.stack is None and needs_stack(rule):
-        return [Result(rule, Outcome.DISABLED, ctx.target.base_url, external_reason(ctx.target))]
+        return [Result(rule, Outcome.DISABLED, ctx.subject, external_reason(ctx.http_target()))]
     fn = REGISTRY.get(rule.id)
     if fn is None:
         return [Result(rule, Outcome.ERROR, "policy", f"no check implements rule {rule.id!r}")]
     try:
         results = fn(rule, ctx)
     except NotEvaluated as skip:
-        return [Result(rule, Outcome.NOT_EVALUATED, ctx.target.base_url, str(skip))]
+        return [Result(rule, Outcome.NOT_EVALUATED, ctx.subject, str(skip))]
     except StackcheckError as exc:
-        return [Result(rule, Outcome.ERROR, ctx.target.base_url, f"{exc.problem} (fix: {exc.fix})")]
+        return [Result(rule, Outcome.ERROR, ctx.subject, f"{exc.problem} (fix: {exc.fix})")]
     except Exception as exc:  # a check must report, not crash the run
-        return [Result(rule, Outcome.ERROR, ctx.target.base_url, f"check crashed: {type(exc).__name__}: {exc}")]
+        return [Result(rule, Outcome.ERROR, ctx.subject, f"check crashed: {type(exc).__name__}: {exc}")]
     return results or [
-        Result(rule, Outcome.NOT_EVALUATED, ctx.target.base_url, "nothing to check: the rule matched no subject")
+        Result(rule, Outcome.NOT_EVALUATED, ctx.subject, "nothing to check: the rule matched no subject")
     ]
 
 

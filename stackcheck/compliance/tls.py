@@ -158,7 +158,7 @@ class Endpoint:
 
 
 def https_endpoint(rule: Rule, ctx: CheckContext) -> Endpoint:
-    target = ctx.target
+    target = ctx.http_target()
     if urlsplit(target.base_url).scheme != "https":
         raise not_applicable(rule, f"{target.base_url} is not an https:// URL: no TLS to check")
     # A booted stack publishes on 127.0.0.1 only; its URL names localhost, which the certificate names.
@@ -603,7 +603,7 @@ def _redirect_result(rule: Rule, subject: str, url: str, host: str | None = None
 
 @check("tls-http-redirect")
 def tls_http_redirect(rule: Rule, ctx: CheckContext) -> list[Result]:
-    target = ctx.target
+    target = ctx.http_target()
     if ctx.stack is None or not target.booted:
         if target.http_url:  # --target-http-url; the Host a browser sends to the site's plain-HTTP URL
             parts = urlsplit(target.http_url)
@@ -626,7 +626,7 @@ def tls_http_redirect(rule: Rule, ctx: CheckContext) -> list[Result]:
     handle = stack.service(service)
     # The Host a browser would send to the HTTPS URL's host on port 80.
     return [
-        _redirect_result(rule, f"{service}:{port}", f"http://127.0.0.1:{handle.port(port)}/", ctx.target.host)
+        _redirect_result(rule, f"{service}:{port}", f"http://127.0.0.1:{handle.port(port)}/", ctx.http_target().host)
         for port in plain
     ]
 

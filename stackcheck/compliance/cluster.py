@@ -22,21 +22,13 @@ import psycopg
 from sslyze.connection_helpers.opportunistic_tls_helpers import ProtocolWithOpportunisticTlsEnum
 
 from stackcheck.compliance import tls
+from stackcheck.compliance.datastores import image_instances
 from stackcheck.compliance.model import Outcome, Result, Rule
 from stackcheck.compliance.runner import CheckContext, check, not_applicable
 from stackcheck.stack import RUN_LABEL, ServiceHandle, Stack
 
 # Auth methods that are not a password-sniffing or replay risk on a TCP line.
 SAFE_TCP_METHODS = {"scram-sha-256", "reject", "cert"}
-
-
-def _members(rule: Rule, ctx: CheckContext) -> tuple[Stack, list[ServiceHandle]]:
-    stack = ctx.require_stack(rule)
-    images = rule.param("images")
-    handles = [h for h in stack.handles() if h.service.image in images]
-    if not handles:
-        raise not_applicable(rule, f"no service runs an image in {images}")
-    return stack, handles
 
 
 def _result(rule: Rule, subject: str, problem: str | None, evidence: str) -> Result:
@@ -53,7 +45,7 @@ def _superuser_rows(stack: Stack, handle: ServiceHandle, sql: str) -> list[tuple
 
 @check("pg-tls13-only")
 def pg_tls13_only(rule: Rule, ctx: CheckContext) -> list[Result]:
-    _, handles = _members(rule, ctx)
+    _, handles = image_instances(rule, ctx)
     accepted = rule.param("accepted")
     refused = [p for p in tls.PROTOCOL_NAMES if p not in accepted]
     out = []
@@ -146,7 +138,7 @@ def plain_login_refused(stack: Stack, handle: ServiceHandle) -> str | None:
 
 @check("pg-hostnossl-reject")
 def pg_hostnossl_reject(rule: Rule, ctx: CheckContext) -> list[Result]:
-    stack, handles = _members(rule, ctx)
+    stack, handles = image_instances(rule, ctx)
     out = []
     for handle in handles:
         lines = hba_lines(stack, handle)
@@ -169,7 +161,7 @@ def scram_verdict(lines: Iterable[HbaLine], weak_roles: Sequence[str]) -> str | 
 
 @check("pg-hba-scram")
 def pg_hba_scram(rule: Rule, ctx: CheckContext) -> list[Result]:
-    stack, handles = _members(rule, ctx)
+    stack, handles = image_instances(rule, ctx)
     out = []
     for handle in handles:
         lines = hba_lines(stack, handle)
@@ -205,7 +197,7 @@ def rest_verdict(anonymous: int, wrong: int, right: int) -> str | None:
 
 @check("patroni-rest-auth")
 def patroni_rest_auth(rule: Rule, ctx: CheckContext) -> list[Result]:
-    stack, handles = _members(rule, ctx)
+    stack, handles = image_instances(rule, ctx)
     port = int(rule.param("port"))
     out = []
     for handle in handles:
@@ -277,7 +269,7 @@ def run_probe(stack: Stack, network: str, image: str, script: str) -> str:
 
 @check("etcd-isolated-from-app")
 def etcd_isolated_from_app(rule: Rule, ctx: CheckContext) -> list[Result]:
-    stack, handles = _members(rule, ctx)
+    stack, handles = image_instances(rule, ctx)
     network = rule.param("app_network")
     if network not in stack.spec.networks:
         raise not_applicable(
@@ -320,7 +312,7 @@ def sync_verdict(rows: Sequence[tuple[str, str, str]], synchronous_commit: str, 
 
 @check("pg-sync-standby")
 def pg_sync_standby(rule: Rule, ctx: CheckContext) -> list[Result]:
-    stack, handles = _members(rule, ctx)
+    stack, handles = image_instances(rule, ctx)
     min_sync = int(rule.param("min_sync"))
     primaries = []
     for handle in handles:

@@ -21,7 +21,7 @@ from stackcheck.stackfile import PLACEHOLDER, StackSpec
 REDIS_URL = re.compile(r"rediss?://[^\s\"'<>]+")
 
 
-def _instances(rule: Rule, ctx: CheckContext) -> tuple[Stack, list[ServiceHandle]]:
+def image_instances(rule: Rule, ctx: CheckContext) -> tuple[Stack, list[ServiceHandle]]:
     """The stack and its containers running one of the rule's images; NotEvaluated when none does."""
     stack = ctx.require_stack(rule)
     images = rule.param("images")
@@ -34,7 +34,7 @@ def _instances(rule: Rule, ctx: CheckContext) -> tuple[Stack, list[ServiceHandle
 def _each(
     rule: Rule, ctx: CheckContext, verdict: Callable[[Stack, ServiceHandle], tuple[str | None, str]]
 ) -> list[Result]:
-    stack, handles = _instances(rule, ctx)
+    stack, handles = image_instances(rule, ctx)
     out = []
     for handle in handles:
         problem, evidence = verdict(stack, handle)
@@ -188,7 +188,7 @@ def _text(answer: Any) -> str:
 @check("redis-dangerous-commands")
 def redis_dangerous_commands(rule: Rule, ctx: CheckContext) -> list[Result]:
     commands = [c.upper() for c in rule.param("commands")]
-    stack, handles = _instances(rule, ctx)
+    stack, handles = image_instances(rule, ctx)
     out = []
     for handle in handles:
         users = redis_users(stack.spec, handle.service.name)

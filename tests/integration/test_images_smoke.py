@@ -149,5 +149,5 @@ def test_ryuk_reaps_containers_of_a_killed_session(
     left = [name for cid, name in ((victim_id, "the victim"), (ryuk_id, "the reaper")) if cid in alive]
     pytest.fail(
         f"30 s after the session died, {' and '.join(left)} still exist (victim {victim_id[:12]}, reaper "
-        f"{ryuk_id[:12]}); the reaper's log:\n{reaper_log}"
+        f"{ryuk_id[:12]}); the reaper's log:\n{reaper_log}\nthe session's stderr:\n{proc.stderr}"
     )

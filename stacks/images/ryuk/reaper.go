@@ -60,6 +60,8 @@ func parseLine(line string) (filterSet, error) {
 
 func (s *state) handle(conn net.Conn) {
 	defer conn.Close()
+	log.Printf("client connected from %s", conn.RemoteAddr())
+	defer log.Printf("client %s gone", conn.RemoteAddr())
 	s.mu.Lock()
 	s.active++
 	s.mu.Unlock()

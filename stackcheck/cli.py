@@ -198,20 +198,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
+    from stackcheck.load.history import History
     from stackcheck.report.drill import render_drill
 
-    scenarios = stackfile.load(args.stack).chaos.scenarios
-    if args.scenario not in scenarios:
+    chaos = stackfile.load(args.stack).chaos
+    scenario = chaos.drillable(args.scenario)
+    if scenario is None:
+        names = [*chaos.drills(), *chaos.scenarios]
         raise StackcheckError(
-            f"{args.stack} declares no scenario {args.scenario!r}",
-            f"drill one of: {', '.join(scenarios)}" if scenarios else "add a [scenarios.NAME] table to the stack file",
+            f"{args.stack} declares no drill or scenario {args.scenario!r}",
+            f"drill one of: {', '.join(names)}" if names else "add a [scenarios.NAME] table to the stack file",
         )
     run_dir = (Path(REPORTS_DIR) / f"{new_run_id()}-drill-{args.scenario}").resolve()
     test = resources.product_suites()["chaos"] / "test_scenarios.py"
-    pytest_args = _pytest_child([f"{test}::test_scenario[{args.scenario}]"], run_dir, args.stack)
+    pytest_args = _pytest_child([f"{test}::test_scenario[{scenario.name}]"], run_dir, args.stack)
     _say(f"drill {args.scenario}: {' '.join(pytest_args[1:])}")
     code = interrupt.run_child(pytest_args, Path.cwd())
-    html, markdown, met = render_drill(run_dir, args.scenario, args.operator)
+    history = None if args.no_history else History(args.history_url)
+    html, markdown, met = render_drill(run_dir, scenario.name, args.operator, history, drill=args.scenario)
     _say(f"\ndrill {args.scenario}: {'objectives met' if met else 'OBJECTIVE BREACHED'}")
     _say(f"record: {html}\n        {markdown}")
     if code not in (0, 1):  # interrupted or internal error: say so, whatever the record holds
@@ -387,9 +391,13 @@ def parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     drill = sub.add_parser("drill", help="run one chaos scenario as a DR drill and write its record (drill.html/.md)")
-    drill.add_argument("scenario", help="the chaos scenario to drill: a [scenarios.NAME] of the stack file")
+    drill.add_argument(
+        "scenario", help="the drill (a scenario's drill = NAME, e.g. q1) or a [scenarios.NAME] of the stack file"
+    )
     _stack_option(drill)
     drill.add_argument("--operator", default=None, help="who runs the drill (left blank in the record otherwise)")
+    drill.add_argument("--history-url", default=None, help="postgresql://... (default: reports/history.sqlite)")
+    drill.add_argument("--no-history", action="store_true", help="record nothing, show no earlier drills")
     drill.set_defaults(func=cmd_drill)
     init = sub.add_parser("init", help="write a starter stack file and policy (from a docker-compose file or none)")
     init.add_argument("--from-compose", metavar="FILE", help="translate this docker-compose file")

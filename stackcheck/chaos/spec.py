@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stackcheck.loadmix import method_and_path
-from stackcheck.tomldata import Reader
+from stackcheck.tomldata import NAME, Reader
 
 if TYPE_CHECKING:  # stackfile imports this module: the types only, no import cycle at run time
     from stackcheck.stackfile import StackSpec
@@ -259,6 +259,7 @@ class Scenario:
     fresh: bool = False  # needs a stack of its own (it leaves damage behind)
     verify: Verify = field(default_factory=Verify)
     hook: Hook | None = None
+    drill: str | None = None  # the DR drill this scenario is (`stackcheck drill NAME`, pytest mark drill)
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,14 @@ class ChaosSpec:
     workloads: Mapping[str, Workload] = field(default_factory=dict)
     ledgers: Mapping[str, Ledger] = field(default_factory=dict)
     scenarios: Mapping[str, Scenario] = field(default_factory=dict)
+
+    def drills(self) -> dict[str, Scenario]:
+        """Drill name -> its scenario (``drill = "q1"`` of a [scenarios.NAME])."""
+        return {s.drill: s for s in self.scenarios.values() if s.drill is not None}
+
+    def drillable(self, name: str) -> Scenario | None:
+        """The scenario ``stackcheck drill NAME`` runs: a drill name, else a scenario's own name."""
+        return self.drills().get(name) or self.scenarios.get(name)
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -279,6 +288,7 @@ def parse(top: Reader, spec: StackSpec) -> ChaosSpec:
     ledgers = {name: _ledger(lt, lt.name(name, "ledger"), workloads, spec) for name in lt.data}
     st = top.table("scenarios")
     scenarios = {name: _scenario(st, st.name(name, "scenario"), workloads, ledgers, spec) for name in st.data}
+    _check_drills(st, scenarios)
     # A misspelt objective would never be judged. (Without any scenario, the chaos suite's one
     # check is NOT EVALUATED anyway: objectives kept for scenarios to come are no silent pass.)
     objectives = top.table("objectives").table("chaos")
@@ -290,6 +300,24 @@ def parse(top: Reader, spec: StackSpec) -> ChaosSpec:
                 f"declare [scenarios.{name}] or use one of: {', '.join(scenarios)}",
             )
     return ChaosSpec(workloads, ledgers, scenarios)
+
+
+def _check_drills(st: Reader, scenarios: Mapping[str, Scenario]) -> None:
+    """A drill name must say one scenario: not two, not another scenario's own name."""
+    owner: dict[str, str] = {}
+    for scenario in scenarios.values():
+        drill = scenario.drill
+        if drill is None:
+            continue
+        if drill in owner:
+            raise st.table(scenario.name).fail(
+                "drill", f"{drill!r} is already the drill of [scenarios.{owner[drill]}]", "give each drill one scenario"
+            )
+        if drill in scenarios and drill != scenario.name:
+            raise st.table(scenario.name).fail(
+                "drill", f"{drill!r} is the name of another scenario", "choose a drill name no scenario has"
+            )
+        owner[drill] = scenario.name
 
 
 def _check_fields(table: Reader, key: str, text: str) -> None:
@@ -431,7 +459,7 @@ def _records(rt: Reader) -> str | None:
 
 SCENARIO_KEYS = {
     "fault", "target", "params", "warmup_s", "duration_s", "after_s", "settle_s", "recovery_timeout_s",
-    "probe", "probe_timeout_s", "traffic", "concurrency", "ledger", "profile", "fresh", "verify", "hook",
+    "probe", "probe_timeout_s", "traffic", "concurrency", "ledger", "profile", "fresh", "verify", "hook", "drill",
 }  # fmt: skip
 
 
@@ -506,7 +534,17 @@ def _scenario(
         fresh=entry.get("fresh", bool, False),
         verify=verify,
         hook=hook,
+        drill=_drill(entry),
     )
+
+
+def _drill(entry: Reader) -> str | None:
+    drill: str | None = entry.get("drill", str)
+    if drill is not None and not NAME.match(drill):
+        raise entry.fail(
+            "drill", f"{drill!r} is not a drill name", 'write drill = "q1" (lower-case letters, digits, -)'
+        )
+    return drill
 
 
 def _params(entry: Reader, fault: Fault, spec: StackSpec) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Run history: every load run's metrics, in SQLite (default) or PostgreSQL (``--history-url``).
+"""Run history: every load run's metrics, and every DR drill's record (``stackcheck drill``), in
+SQLite (default) or PostgreSQL (``--history-url``).
 
 A run joins the baseline of its comparison key (stack, profile, mode, machine fingerprint) when
 its verdict is ``unchanged`` or ``no-baseline``; a regressed or improved run does not, unless
@@ -45,6 +46,30 @@ CREATE TABLE IF NOT EXISTS load_runs (
     accepted INTEGER NOT NULL,
     epoch INTEGER NOT NULL
 )"""
+DRILL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS drill_runs (
+    run_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    drill TEXT NOT NULL,
+    scenario TEXT NOT NULL,
+    stack TEXT NOT NULL,
+    git_rev TEXT NOT NULL,
+    rto_s DOUBLE PRECISION,
+    rto_objective_s DOUBLE PRECISION,
+    rpo_s DOUBLE PRECISION,
+    rpo_objective_s DOUBLE PRECISION,
+    acknowledged INTEGER,
+    lost INTEGER,
+    passed INTEGER NOT NULL,
+    breaches TEXT NOT NULL,
+    operator TEXT,
+    reviewer TEXT,
+    accepted INTEGER
+)"""
+DRILL_COLUMNS = (
+    "run_id, created_at, drill, scenario, stack, git_rev, rto_s, rto_objective_s, rpo_s, rpo_objective_s,"
+    " acknowledged, lost, passed, breaches, operator, reviewer, accepted"
+)
 COLUMNS = (
     "run_id, created_at, stack, git_rev, profile, profile_hash, mode, workers, fingerprint, cpu_model, cores,"
     " metrics, interval_p95, verdict, accepted, epoch"
@@ -136,6 +161,47 @@ class RunRecord:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class DrillRecord:
+    """One DR drill as the history keeps it: what was measured against the tier's objectives, the
+    verdict, and the sign-off fields (reviewer and acceptance are filled in by hand: None until then)."""
+
+    run_id: str
+    created_at: str
+    drill: str
+    scenario: str
+    stack: str
+    git_rev: str
+    rto_s: float | None
+    rto_objective_s: float | None
+    rpo_s: float | None
+    rpo_objective_s: float | None
+    acknowledged: int | None
+    lost: int | None
+    passed: bool
+    breaches: tuple[str, ...]
+    operator: str | None = None
+    reviewer: str | None = None
+    accepted: bool | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.run_id, self.created_at, self.drill, self.scenario, self.stack, self.git_rev, self.rto_s,
+            self.rto_objective_s, self.rpo_s, self.rpo_objective_s, self.acknowledged, self.lost, int(self.passed),
+            json.dumps(list(self.breaches)), self.operator, self.reviewer,
+            None if self.accepted is None else int(self.accepted),
+        )  # fmt: skip
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> DrillRecord:
+        (run_id, created, drill, scenario, stack, rev, rto, rto_obj, rpo, rpo_obj, acked, lost, passed, breaches,
+         operator, reviewer, accepted) = row  # fmt: skip
+        return cls(
+            run_id, created, drill, scenario, stack, rev, rto, rto_obj, rpo, rpo_obj, acked, lost, bool(passed),
+            tuple(json.loads(breaches)), operator, reviewer, None if accepted is None else bool(accepted),
+        )  # fmt: skip
+
+
 class History:
     """``History()`` is reports/history.sqlite; ``History("postgresql://...")`` a PostgreSQL database."""
 
@@ -143,6 +209,7 @@ class History:
         self.url = str(url) if url is not None else str(DEFAULT_HISTORY)
         self.postgres = self.url.startswith(("postgresql://", "postgres://"))
         self._execute(SCHEMA)
+        self._execute(DRILL_SCHEMA)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[Any]:
@@ -158,7 +225,7 @@ class History:
         except (sqlite3.Error, psycopg.Error) as exc:
             where = self.url.split("@")[-1]  # never print a password
             raise HistoryError(
-                f"load history at {where} failed: {type(exc).__name__}: {exc}",
+                f"history at {where} failed: {type(exc).__name__}: {exc}",
                 "check --history-url (postgresql://USER:PASSWORD@HOST:PORT/DB) or that reports/ is writable",
             ) from exc
 
@@ -193,3 +260,16 @@ class History:
     def runs(self, limit: int = 50) -> list[RunRecord]:
         rows = self._execute(f"SELECT {COLUMNS} FROM load_runs ORDER BY created_at DESC LIMIT ?", (limit,))
         return [RunRecord.from_row(r) for r in rows]
+
+    def add_drill(self, record: DrillRecord) -> None:
+        marks = ", ".join("?" * len(record.row()))
+        self._execute(f"INSERT INTO drill_runs ({DRILL_COLUMNS}) VALUES ({marks})", record.row())
+
+    def drills(self, drill: str, stack: str, limit: int = 20) -> list[DrillRecord]:
+        """The last ``limit`` runs of one drill on one stack, oldest first (quarter over quarter)."""
+        rows = self._execute(
+            f"SELECT {DRILL_COLUMNS} FROM drill_runs WHERE drill = ? AND stack = ?"
+            " ORDER BY created_at DESC, run_id DESC LIMIT ?",
+            (drill, stack, limit),
+        )
+        return [DrillRecord.from_row(r) for r in reversed(rows)]

@@ -1,7 +1,8 @@
 """The DR drill record: one chaos scenario written up for people (drill.html and drill.md).
 
 Scenario, objective, every step with its wall-clock time, RTO/RPO against the objectives,
-observations, breaches, and sign-off fields to fill in by hand.
+observations, breaches, sign-off fields to fill in by hand, and the earlier runs of the same drill
+on the same stack from the history (quarter over quarter); the run is then added to the history.
 """
 
 from __future__ import annotations
@@ -10,8 +11,16 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from stackcheck.load.history import DrillRecord, History
 from stackcheck.report import charts, page
-from stackcheck.report.common import EVENT_LABELS, entries_checked, objective_text, recovery_lines, wall_clock
+from stackcheck.report.common import (
+    EVENT_LABELS,
+    entries_checked,
+    objective_text,
+    recovery_lines,
+    seconds,
+    wall_clock,
+)
 from stackcheck.report.summary import cell, md_table
 from stackcheck.results import ResultsError, load_results
 
@@ -30,17 +39,79 @@ def find_experiment(data: dict[str, Any], scenario: str) -> dict[str, Any]:
     )
 
 
-def render_drill(run_dir: Path, scenario: str, operator: str | None = None) -> tuple[Path, Path, bool]:
-    """Write drill.html and drill.md from ``run_dir/results.json``: (html, markdown, objectives met)."""
+def render_drill(
+    run_dir: Path, scenario: str, operator: str | None = None, history: History | None = None, drill: str | None = None
+) -> tuple[Path, Path, bool]:
+    """Write drill.html and drill.md from ``run_dir/results.json``: (html, markdown, objectives met).
+    With a history, the record lists the earlier runs of ``drill`` (default: the scenario's name)
+    on this stack, and this run is added to it."""
     results = run_dir / "results.json"
     data = load_results(results)
     exp = find_experiment(data, scenario)
     with entries_checked(results):
-        html, markdown = drill_html(data, exp, operator), drill_md(data, exp, operator)
+        record = drill_record(data, exp, drill or scenario, operator)
+        earlier = history.drills(record.drill, record.stack) if history is not None else None
+        html, markdown = drill_html(data, exp, operator, earlier), drill_md(data, exp, operator, earlier)
     html_path, md_path = run_dir / "drill.html", run_dir / "drill.md"
     html_path.write_text(html)
     md_path.write_text(markdown)
+    if history is not None:
+        history.add_drill(record)
     return html_path, md_path, bool(exp.get("passed"))
+
+
+def drill_record(data: dict[str, Any], exp: dict[str, Any], drill: str, operator: str | None) -> DrillRecord:
+    """The history's entry for one drill run, from its results.json."""
+    rto, rpo, objective = exp.get("rto") or {}, exp.get("rpo"), exp.get("objective") or {}
+    events = exp.get("events") or []
+    return DrillRecord(
+        run_id=data["run_id"],
+        created_at=wall_clock(events[0]["wall"]) if events else data["started_at"],
+        drill=drill,
+        scenario=str(exp.get("scenario", "?")),
+        stack=str(data["stack"].get("file", "?")),
+        git_rev=str(data["stack"].get("git_rev", "?")),
+        rto_s=rto.get("rto_s"),
+        rto_objective_s=objective.get("rto_s"),
+        rpo_s=None if rpo is None else rpo.get("rpo_s"),
+        rpo_objective_s=objective.get("rpo_s"),
+        acknowledged=None if rpo is None else rpo.get("acknowledged"),
+        lost=None if rpo is None else len(rpo.get("lost") or []),
+        passed=bool(exp.get("passed")),
+        breaches=tuple(str(b) for b in exp.get("breaches") or []),
+        operator=operator,
+    )
+
+
+HISTORY_HEADERS = ("run", "date", "RTO", "RTO objective", "RPO", "RPO objective", "lost / acknowledged", "outcome",
+                   "operator", "reviewer", "accepted")  # fmt: skip
+
+
+def _history_rows(earlier: list[DrillRecord]) -> list[tuple[str, ...]]:
+    def sign(value: str | None) -> str:
+        return value if value else "-"
+
+    return [
+        (
+            r.run_id,
+            r.created_at,
+            seconds(r.rto_s),
+            objective_text(r.rto_objective_s),
+            seconds(r.rpo_s),
+            objective_text(r.rpo_objective_s),
+            "-" if r.lost is None else f"{r.lost} / {r.acknowledged}",
+            "PASS" if r.passed else "FAIL: " + "; ".join(r.breaches),
+            sign(r.operator),
+            sign(r.reviewer),
+            "-" if r.accepted is None else ("yes" if r.accepted else "no"),
+        )
+        for r in earlier
+    ]
+
+
+def _history_intro(exp: dict[str, Any], earlier: list[DrillRecord]) -> str:
+    drill = earlier[0].drill if earlier else str(exp.get("scenario", "?"))
+    return f"{len(earlier)} earlier run(s) of drill {drill} on this stack in the history, oldest first"
 
 
 def _steps(exp: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -67,7 +138,28 @@ def _outcome(exp: dict[str, Any]) -> str:
     return "objectives met" if exp.get("passed") else "objective breached"
 
 
-def drill_html(data: dict[str, Any], exp: dict[str, Any], operator: str | None) -> str:
+def _history_html(exp: dict[str, Any], earlier: list[DrillRecord] | None) -> str:
+    if earlier is None:
+        return '<h2>Earlier drills</h2><p class="empty">no history (--no-history)</p>'
+    if not earlier:
+        return '<h2>Earlier drills</h2><p class="empty">none: this is the first run of this drill in the history</p>'
+    rows = _history_rows(earlier)
+    table = page.table(HISTORY_HEADERS, rows, "drill-history", bad=[not r.passed for r in earlier])
+    return f"<h2>Earlier drills</h2><p>{escape(_history_intro(exp, earlier))}</p>{table}"
+
+
+def _history_md(exp: dict[str, Any], earlier: list[DrillRecord] | None) -> list[str]:
+    if earlier is None:
+        return ["## Earlier drills", "", "no history (--no-history)"]
+    if not earlier:
+        return ["## Earlier drills", "", "none: this is the first run of this drill in the history"]
+    rows: list[tuple[object, ...]] = list(_history_rows(earlier))
+    return ["## Earlier drills", "", _history_intro(exp, earlier), "", *md_table(HISTORY_HEADERS, rows)]
+
+
+def drill_html(
+    data: dict[str, Any], exp: dict[str, Any], operator: str | None, earlier: list[DrillRecord] | None = None
+) -> str:
     passed = bool(exp.get("passed"))
     scenario = escape(str(exp.get("scenario", "?")))
     started = exp["events"][0]["wall"] if exp.get("events") else None
@@ -105,6 +197,7 @@ def drill_html(data: dict[str, Any], exp: dict[str, Any], operator: str | None) 
         "<ul>" + "".join(f"<li>{escape(o)}</li>" for o in observations) + "</ul>"
         if observations
         else '<p class="empty">none recorded</p>',
+        _history_html(exp, earlier),
         "<h2>Sign-off</h2>",
         page.table(
             ("field", "entry"),
@@ -122,7 +215,9 @@ def drill_html(data: dict[str, Any], exp: dict[str, Any], operator: str | None) 
     return "\n".join(parts) + "\n"
 
 
-def drill_md(data: dict[str, Any], exp: dict[str, Any], operator: str | None) -> str:
+def drill_md(
+    data: dict[str, Any], exp: dict[str, Any], operator: str | None, earlier: list[DrillRecord] | None = None
+) -> str:
     breaches = exp.get("breaches") or []
     observations = exp.get("observations") or []
     lines = [
@@ -145,6 +240,8 @@ def drill_md(data: dict[str, Any], exp: dict[str, Any], operator: str | None) ->
         "## Observations",
         "",
         *([f"- {cell(o)}" for o in observations] or ["none recorded"]),
+        "",
+        *_history_md(exp, earlier),
         "",
         "## Sign-off",
         "",

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from stackcheck import cli
+from stackcheck.load.history import History
 from stackcheck.report.drill import render_drill
 from stackcheck.results import ResultsError
 from tests.report.conftest import MakeRun, sample
@@ -94,7 +95,8 @@ def test_drill_command_runs_the_scenario_and_exits_on_breach(
     assert Path(test).is_file()
     assert selected == f"test_scenario[{scenario}]"  # the one scenario: its parametrize id
     assert {"--report-dir", "-c"} <= set(args)
-    (run_dir,) = (tmp_path / "reports").iterdir()
+    (run_dir,) = (p for p in (tmp_path / "reports").iterdir() if p.is_dir())
+    assert (tmp_path / "reports" / "history.sqlite").is_file()  # the drill went into the history
     assert run_dir.name.endswith(f"-drill-{scenario}")
     assert "<td>operator</td><td>bob</td>" in (run_dir / "drill.html").read_text()
     assert (run_dir / "drill.md").exists()
@@ -103,7 +105,7 @@ def test_drill_command_runs_the_scenario_and_exits_on_breach(
 def test_drill_rejects_an_unknown_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["drill", "datacenter-fire"]) == 2
     err = capsys.readouterr().err
-    assert "declares no scenario 'datacenter-fire'" in err
+    assert "declares no drill or scenario 'datacenter-fire'" in err
     assert (
         "fix: drill one of: backend-kill, primary-kill, redis-kill, db-latency, db-reset-peer, replica-partition" in err
     )
@@ -135,3 +137,96 @@ def test_drill_takes_its_scenarios_from_the_stack_file(
     assert cli.main(["drill", "web-stop", "--stack", str(stack)]) == 2  # runs; no results to make a record of
     assert calls[0][3].endswith("test_scenarios.py::test_scenario[web-stop]")
     assert "no results at" in capsys.readouterr().err
+
+
+# -- drill names and the history ----------------------------------------------------------------
+
+TINY = (
+    '[stack]\nname = "tiny"\nproxy = "toxiproxy"\n[networks.edge]\n'
+    '[services.web]\nimage = "nginx"\nnetworks = { edge = [] }\n'
+    '[services.toxiproxy]\nimage = "toxiproxy"\nnetworks = { edge = [] }\n'
+    '[links."toxiproxy->web"]\nupstream = "web:8080"\nlisten = 18080\n'
+)
+
+
+def test_a_drill_name_runs_its_scenario_and_the_history_shows_earlier_drills(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`stackcheck drill q1` runs the scenario whose drill is q1; each run is appended to the history
+    and the next record lists it (RTO/RPO against objectives, verdict, operator), oldest first."""
+    stack = tmp_path / "stack.toml"
+    stack.write_text(
+        TINY + '[scenarios.web-stop]\nfault = "stop"\ntarget = "web"\ndrill = "q1"\nverify = { healthy = true }\n'
+    )
+    quarter = 91 * 86400.0
+    later = [
+        {**exp, "events": [{**e, "wall": e["wall"] + quarter} for e in exp["events"]]}
+        for exp in sample("clean")["chaos"]
+    ]
+    outcomes = iter([breached("failing", "redis-kill"), later])  # a failed drill, and one a quarter later
+
+    def fake_pytest(args: list[str], cwd: Path) -> int:
+        assert args[3].endswith("test_scenarios.py::test_scenario[web-stop]")
+        run_dir = Path(args[args.index("--report-dir") + 1])
+        run_dir.mkdir(parents=True)
+        chaos = [{**exp, "scenario": "web-stop"} for exp in next(outcomes)[:1]]
+        (run_dir / "results.json").write_text(json.dumps({**sample("clean"), "run_id": run_dir.name, "chaos": chaos}))
+        return 0
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.interrupt, "run_child", fake_pytest)
+    assert cli.main(["drill", "q1", "--stack", str(stack), "--operator", "alice"]) == 1  # the first run breached
+    assert cli.main(["drill", "q1", "--stack", str(stack), "--operator", "bob"]) == 0
+    records = History(tmp_path / "reports" / "history.sqlite").drills("q1", "stacks/promptcard/stack.toml")
+    first, second = (tmp_path / "reports" / r.run_id for r in records)  # in the order they ran
+    assert "none: this is the first run of this drill in the history" in (first / "drill.md").read_text()
+    md = (second / "drill.md").read_text()
+    assert "1 earlier run(s) of drill q1 on this stack in the history, oldest first" in md
+    assert (
+        f"| {first.name} | 2026-11-22 04:38:40.306 UTC | 7.250 s | 5 s | 0.000 s | none set | 0 / 189 "
+        "| FAIL: RTO 7.250s &gt; objective 5s | alice | - | - |"
+    ) in md
+    html = (second / "drill.html").read_text()
+    assert '<table class="drill-history">' in html
+    assert '<tr class="bad">' in html
+    assert [(r.run_id, r.passed, r.operator, r.scenario) for r in records] == [
+        (first.name, False, "alice", "web-stop"),
+        (second.name, True, "bob", "web-stop"),
+    ]
+    assert records[0].breaches == ("RTO 7.250s > objective 5s",)
+    assert (records[1].rto_s, records[1].rto_objective_s, records[1].rpo_objective_s) == (0.25, 5.0, 0.0)
+
+
+def test_the_history_keeps_drills_apart_by_name_and_stack(tmp_path: Path, make_run: MakeRun) -> None:
+    history = History(tmp_path / "h.sqlite")
+    for run_id, drill in (("r1-q1", "q1"), ("r2-q3", "q3"), ("r3-q1", "q1")):
+        render_drill(make_run("clean", run_id=run_id), "backend-kill", None, history, drill=drill)
+    assert [r.run_id for r in history.drills("q1", "stacks/promptcard/stack.toml")] == ["r1-q1", "r3-q1"]
+    assert [r.run_id for r in history.drills("q3", "stacks/promptcard/stack.toml")] == ["r2-q3"]
+    assert history.drills("q1", "stacks/other/stack.toml") == []
+    _, md, _ = render_drill(make_run("clean", run_id="r4-q1"), "backend-kill", None, None, drill="q1")
+    assert "no history (--no-history)" in md.read_text()
+    assert len(history.drills("q1", "stacks/promptcard/stack.toml")) == 2  # nothing added without a history
+
+
+@pytest.mark.parametrize(
+    ("scenarios", "message"),
+    [
+        ('[scenarios.a]\nfault = "stop"\ntarget = "web"\ndrill = "q1"\nverify = { healthy = true }\n'
+         '[scenarios.b]\nfault = "stop"\ntarget = "web"\ndrill = "q1"\nverify = { healthy = true }\n',
+         "[scenarios.b.drill] 'q1' is already the drill of [scenarios.a]"),
+        ('[scenarios.a]\nfault = "stop"\ntarget = "web"\ndrill = "b"\nverify = { healthy = true }\n'
+         '[scenarios.b]\nfault = "stop"\ntarget = "web"\nverify = { healthy = true }\n',
+         "[scenarios.a.drill] 'b' is the name of another scenario"),
+        ('[scenarios.a]\nfault = "stop"\ntarget = "web"\ndrill = "Q 1"\nverify = { healthy = true }\n',
+         "[scenarios.a.drill] 'Q 1' is not a drill name"),
+    ],
+)  # fmt: skip
+def test_a_drill_name_must_name_one_scenario(tmp_path: Path, scenarios: str, message: str) -> None:
+    from stackcheck.errors import StackFileError
+    from stackcheck.stackfile import load
+
+    stack = tmp_path / "stack.toml"
+    stack.write_text(TINY + scenarios)
+    with pytest.raises(StackFileError, match=re.escape(message)):
+        load(stack)

@@ -21,7 +21,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,7 @@ from stackcheck.stackfile import PLACEHOLDER, LinkSpec, Readiness, ServiceSpec, 
 from stackcheck.target import HttpTarget
 from stackcheck.tls import RunCA
 from stackcheck.toxiproxy import ToxiproxyClient
+from stackcheck.volumes import create_volumes, remove_volumes
 from stackcheck.waiting import wait_until
 
 RUN_LABEL = "org.stackcheck.run-id"
@@ -163,8 +164,12 @@ class Stack:
         spec: StackSpec,
         run_id: str | None = None,
         reap: bool = True,
+        volumes: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
+        # [volumes] name -> engine volume: adopted ones (kept by an earlier stack) are not created.
+        self._adopted_volumes = dict(volumes or {})
+        self.volumes: dict[str, str] = {}
         self.run_id = run_id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
         self.reap = reap
         self.run_dir = RUNS_DIR / self.run_id
@@ -208,6 +213,9 @@ class Stack:
                 Reaper.get_instance()  # once, before services start in parallel threads
             self._prepare_run_dir()
             self._create_networks()
+            self.volumes = create_volumes(
+                self._client, self.run_id, self.spec.volumes, self.labels(), self._adopted_volumes
+            )
             for wave in self._waves():
                 log.info(f"starting {', '.join(wave)}")
                 self._start_wave(wave, tags)
@@ -228,8 +236,11 @@ class Stack:
         self.boot_seconds = time.monotonic() - started
         return self
 
-    def stop(self) -> None:
-        """Remove every container, network and file of this run; safe to call twice."""
+    def stop(self, keep_volumes: Collection[str] = ()) -> dict[str, str]:
+        """Remove every container, network, volume and file of this run; safe to call twice.
+        ``keep_volumes``: [volumes] names left for a next stack (``Stack(volumes=...)``), returned
+        as name -> engine volume."""
+        kept = {name: self.volumes[name] for name in keep_volumes if name in self.volumes}
         self._cancelled.set()
         self._handles.clear()
         self._networks.clear()
@@ -238,8 +249,10 @@ class Stack:
             self._toxiproxy = None
         if self._client is not None:
             # By label, not by handle: a container whose create was in flight has no handle yet.
-            remove_runs(self._client, self.run_id)
+            remove_runs(self._client, self.run_id, keep_volumes=kept.values())
+            remove_volumes(self._client, set(self._adopted_volumes.values()) - set(kept.values()))
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        return kept
 
     def _start_wave(self, wave: list[str], tags: dict[str, str]) -> None:
         pool = ThreadPoolExecutor(max_workers=len(wave))
@@ -290,6 +303,21 @@ class Stack:
     def _labels(self, **extra: str) -> dict[str, str]:
         kept = {} if self.reap else {KEPT_LABEL: "true"}
         return {RUN_LABEL: self.run_id, STACK_LABEL: self.spec.name, **kept, **extra}
+
+    def labels(self, **extra: str) -> dict[str, str]:
+        """Labels of a network, volume or container created for this run (also by a drill's hook):
+        removed with the run (`stackcheck down`, Stack.stop) and by the reaper if this process dies."""
+        labels = self._labels(**extra)
+        if self.reap:
+            labels[LABEL_SESSION_ID] = SESSION_ID
+        return labels
+
+    def volume(self, name: str) -> str:
+        """The engine name of one of the stack's [volumes] in this run."""
+        if name not in self.volumes:
+            known = ", ".join(self.volumes) or "(none: the stack is not running or declares no [volumes])"
+            raise StackError(f"stack {self.spec.name} has no volume {name!r}", f"use one of: {known}")
+        return self.volumes[name]
 
     def _create_networks(self) -> None:
         assert self._client is not None
@@ -387,6 +415,8 @@ class Stack:
             for mount in svc.mounts:
                 host_path, target, *mode = mount.split(":")
                 container.with_volume_mapping(host_path, target, mode[0] if mode else "rw")
+            for vol in svc.volumes:
+                container.with_volume_mapping(self.volume(vol.volume), vol.path, "ro" if vol.read_only else "rw")
             container.with_kwargs(**kwargs)
             wait = HealthcheckWaitStrategy() if svc.ready is Readiness.HEALTHCHECK else ContainerStatusWaitStrategy()
             container.waiting_for(wait.with_startup_timeout(int(svc.ready_timeout_s)))
@@ -536,7 +566,9 @@ class Stack:
         return "\n".join(lines)
 
 
-def remove_runs(client: docker.DockerClient, run_id: str | None = None, networks: bool = True) -> tuple[int, int]:
+def remove_runs(
+    client: docker.DockerClient, run_id: str | None = None, networks: bool = True, keep_volumes: Collection[str] = ()
+) -> tuple[int, int]:
     """Remove containers and networks of one run (or every stackcheck run): returns the counts."""
     label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
     containers = client.containers.list(all=True, filters={"label": label})
@@ -549,6 +581,12 @@ def remove_runs(client: docker.DockerClient, run_id: str | None = None, networks
     for network in found:
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
+    # Volumes a drill created for the run (e.g. a backup repository that outlives its containers).
+    for volume in client.volumes.list(filters={"label": label}):
+        if volume.name in keep_volumes:
+            continue
+        with contextlib.suppress(docker.errors.NotFound):
+            volume.remove(force=True)
     if run_id:
         shutil.rmtree(RUNS_DIR / run_id, ignore_errors=True)
     else:

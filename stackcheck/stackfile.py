@@ -37,6 +37,24 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class VolumeSpec:
+    """A named volume of the stack (``[volumes.NAME]``): created for each run and labelled with
+    its run id, mounted by the services that list it, removed with the stack (or kept on purpose
+    for the next stack: ``Stack.stop(keep_volumes=...)``, ``Stack(volumes=...)``)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """``volumes = ["NAME:/path[:ro|rw]"]`` of a service."""
+
+    volume: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class FileSpec:
     """A file mounted read-only into a service: inline template text, a template file, or TLS material."""
 
@@ -68,6 +86,7 @@ class ServiceSpec:
     user: str | None = None
     privileged: bool = False
     mounts: tuple[str, ...] = ()  # host bind mounts "HOST:CONTAINER[:ro|rw]"
+    volumes: tuple[VolumeMount, ...] = ()  # the stack's named volumes this service mounts
     sysctls: Mapping[str, str] = field(default_factory=dict)  # the container's own network namespace only
     gpu: GpuMode = GpuMode.OFF  # optional: the engine's NVIDIA GPU where it has one, else CPU
 
@@ -147,6 +166,7 @@ class StackSpec:
     disabled: Mapping[str, str] = field(default_factory=dict)
     chaos: chaos_spec.ChaosSpec = field(default_factory=chaos_spec.ChaosSpec)  # [workloads] [ledgers] [scenarios]
     load_mix: loadmix.LoadMix | None = None  # [load]: what a load run sends (None: the stack declares no mix)
+    volumes: Mapping[str, VolumeSpec] = field(default_factory=dict)  # [volumes]: named volumes, one set per run
 
     @property
     def entry_service(self) -> str | None:
@@ -175,7 +195,7 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
     top = Reader(path, data, "", StackFileError)
     top.only({
         "stack", "tls", "secrets", "networks", "images", "services", "links", "objectives", "disabled",
-        "workloads", "ledgers", "scenarios", "load",
+        "workloads", "ledgers", "scenarios", "load", "volumes",
     })  # fmt: skip
     stack = top.table("stack")
     stack.only({"name", "entrypoint", "health_path", "proxy", "policy"})
@@ -195,7 +215,9 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
     svcs = top.table("services")
     if not svcs.data:
         raise top.fail("services", "defines no service", "add at least one [services.NAME] table")
-    services = {name: _service(svcs, svcs.name(name, "service"), networks, path) for name in svcs.data}
+    volumes = _volumes(top.table("volumes"))
+    services = {name: _service(svcs, svcs.name(name, "service"), networks, path, volumes) for name in svcs.data}
+    _check_volumes_used(top.table("volumes"), volumes, services)
 
     links: dict[str, LinkSpec] = {}
     lnk = top.table("links")
@@ -230,6 +252,7 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
         images=_images(top.table("images"), path),
         policy=_policy_path(stack, path),
         load_mix=loadmix.parse(top.table("load"), objectives.load, path),
+        volumes=volumes,
     )
     entry = urlsplit(spec.entrypoint_url or "")
     try:
@@ -286,12 +309,14 @@ def _images(table: Reader, path: Path) -> dict[str, ImageSource]:
     return out
 
 
-def _service(svcs: Reader, name: str, networks: Mapping[str, NetworkSpec], path: Path) -> ServiceSpec:
+def _service(
+    svcs: Reader, name: str, networks: Mapping[str, NetworkSpec], path: Path, volumes: Mapping[str, VolumeSpec]
+) -> ServiceSpec:
     svc = svcs.table(name)
     svc.only({
         "image", "networks", "env", "files", "ports", "command", "depends_on", "replicas", "ready",
         "ready_timeout_s", "read_only", "tmpfs", "memory", "cpus", "cap_drop", "cap_add", "user",
-        "privileged", "mounts", "sysctls", "gpu",
+        "privileged", "mounts", "sysctls", "gpu", "volumes",
     })  # fmt: skip
     nets = svc.table("networks")
     if not nets.data:
@@ -369,6 +394,7 @@ def _service(svcs: Reader, name: str, networks: Mapping[str, NetworkSpec], path:
         user=svc.get("user", str),
         privileged=svc.get("privileged", bool, False),
         mounts=_mounts(svc),
+        volumes=_volume_mounts(svc, volumes),
         sysctls=_sysctls(svc),
         gpu=_gpu(svc),
     )
@@ -413,6 +439,49 @@ def _mounts(svc: Reader) -> tuple[str, ...]:
                 'write mounts = ["/srv/data:/data:ro"]',
             )
     return mounts
+
+
+def _volumes(table: Reader) -> dict[str, VolumeSpec]:
+    out: dict[str, VolumeSpec] = {}
+    for name in table.data:
+        table.table(table.name(name, "volume")).only(set())
+        out[name] = VolumeSpec(name)
+    return out
+
+
+_VOLUME_FIX = 'write volumes = ["chat-data:/data"] (NAME:/path[:ro|rw], NAME a [volumes.NAME] of the stack file)'
+
+
+def _volume_mounts(svc: Reader, volumes: Mapping[str, VolumeSpec]) -> tuple[VolumeMount, ...]:
+    found: list[VolumeMount] = []
+    for entry in svc.str_list("volumes"):
+        name, _, rest = entry.partition(":")
+        path, _, mode = rest.partition(":")
+        if not name or not path.startswith("/") or mode not in ("", "ro", "rw") or ":" in mode:
+            raise svc.fail("volumes", f"{entry!r} is not NAME:/path[:ro|rw]", _VOLUME_FIX)
+        if name not in volumes:
+            declared = ", ".join(volumes) or "none declared"
+            raise svc.fail(
+                "volumes",
+                f"{entry!r} names {name!r}, which is not a volume of this stack ({declared})",
+                f"declare it: add a table [volumes.{name}] to the stack file, or fix the name",
+            )
+        taken = {m.path for m in found} | {m.split(":")[1] for m in svc.str_list("mounts")} | set(svc.str_list("tmpfs"))
+        if path.rstrip("/") in {p.rstrip("/") for p in taken}:
+            raise svc.fail("volumes", f"{entry!r}: {path} is mounted twice", "give each mount its own path")
+        found.append(VolumeMount(name, path, mode == "ro"))
+    return tuple(found)
+
+
+def _check_volumes_used(table: Reader, volumes: Mapping[str, VolumeSpec], services: Mapping[str, ServiceSpec]) -> None:
+    used = {m.volume for svc in services.values() for m in svc.volumes}
+    for name in volumes:
+        if name not in used:
+            raise table.fail(
+                name,
+                "is declared but no service mounts it",
+                f'add "{name}:/path" to a service\'s volumes, or remove it',
+            )
 
 
 def _link(lnk: Reader, name: str, services: Mapping[str, ServiceSpec]) -> LinkSpec:

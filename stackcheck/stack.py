@@ -218,7 +218,7 @@ class Stack:
             )
             for wave in self._waves():
                 log.info(f"starting {', '.join(wave)}")
-                self._start_wave(wave, tags)
+                self._start_wave([self.spec.services[name] for name in wave], tags)
                 if self.spec.proxy in wave:
                     self._create_links()
             if self.spec.entrypoint_url is not None:
@@ -254,9 +254,14 @@ class Stack:
         shutil.rmtree(self.run_dir, ignore_errors=True)
         return kept
 
-    def _start_wave(self, wave: list[str], tags: dict[str, str]) -> None:
+    def start_services(self, services: list[ServiceSpec], tags: dict[str, str]) -> None:
+        """Start services into this running stack, in parallel, each ready when this returns: a drill
+        rebuilding part of the stack, possibly from changed specs (its old containers removed first)."""
+        self._start_wave(services, tags)
+
+    def _start_wave(self, wave: list[ServiceSpec], tags: dict[str, str]) -> None:
         pool = ThreadPoolExecutor(max_workers=len(wave))
-        futures = [pool.submit(self._start_service, self.spec.services[name], tags[name]) for name in wave]
+        futures = [pool.submit(self._start_service, svc, tags[svc.name]) for svc in wave]
         try:
             for future in futures:
                 future.result()

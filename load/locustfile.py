@@ -26,7 +26,8 @@ A stack's own locustfile (``[load] locustfile = "..."``) is loaded after this fi
   ``REQUESTS_CA_BUNDLE`` point at it, so the users' clients trust the stack's certificate.
 * Samples go to the plan's ``samples_file`` through the driver: JSON lines, written by the
   master only (``{"start": t}``, then ``{"worker": id, "samples": [[epoch_s, endpoint, group,
-  latency_ms, late_ms, error], ...], "final": bool}``, last ``{"stop": t, "removed": n}``).
+  latency_ms, late_ms, error, ttft_ms], ...], "final": bool}``, last ``{"stop": t, "removed": n}``;
+  ttft_ms is null unless the request streams).
 
 Workers on other hosts: start the master with ``stackcheck load run --master-bind 0.0.0.0
 --external-workers N`` (it prints the worker command with the plan), then on each host, with
@@ -61,7 +62,19 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from stackcheck.load.profiles import Profile
-from stackcheck.loadmix import CleanupRequest, HttpTemplate, LoadMix, MixRequest, Rendered, Scalar, Values, capture
+from stackcheck.loadmix import (
+    CleanupRequest,
+    HttpTemplate,
+    LoadMix,
+    MixRequest,
+    Rendered,
+    Scalar,
+    SseEvent,
+    StreamKind,
+    Values,
+    capture,
+    sse_event,
+)
 
 if "STACKCHECK_LOAD_PLAN" not in os.environ:
     sys.exit("load/locustfile.py is driven by stackcheck: run `stackcheck load run` (it sets STACKCHECK_LOAD_PLAN)")
@@ -75,7 +88,7 @@ FLUSH_S = 0.5
 CLEANUP_S = 30.0
 
 # -- samples ---------------------------------------------------------------------------------------
-BUFFER: list[list[Any]] = []  # [completed_epoch, endpoint, group, latency_ms, late_ms, error]
+BUFFER: list[list[Any]] = []  # [completed_epoch, endpoint, group, latency_ms, late_ms, error, ttft_ms]
 SHARED: dict[str, list[Scalar]] = {name: list(items) for name, items in MIX.values.items()}  # + seeds' captures
 SEEDED = Event()
 FINAL_FLUSHES: list[str] = []  # master: workers whose users have stopped and sent their last samples
@@ -155,20 +168,25 @@ class MixUser(FastHttpUser):
         if needed in CAPTURING:  # nothing of that kind yet: make one first
             request = MIX.request(needed)
         elif needed is not None:  # a seed's values never arrived (the master's message was late)
-            BUFFER.append([time.time(), request.name, request.group, 0.0, 0.0, "unseeded"])
+            BUFFER.append([time.time(), request.name, request.group, 0.0, 0.0, "unseeded", None])
             return
         runner = self.environment.runner
         seq = next(SEQ) * PLAN["workers"] + (runner.worker_index if isinstance(runner, WorkerRunner) else 0)
         filled = request.http.render(Values(PLAN["run"], seq, self.lists, rng=RNG))
         intended = self.intended
         started = time.perf_counter()
+        begin = intended if intended is not None else started
         headers = {**HEADERS, **filled.headers}
         body = filled.body.encode() if filled.body is not None else None
+        first_token_ms = None
         with self.client.request(
             filled.method, filled.path, name=request.name, headers=headers, data=body, json=filled.json,
-            catch_response=True,
+            catch_response=True, stream=request.stream is not None,
         ) as resp:  # fmt: skip
             error = "" if request.http.accepts(resp.status_code) else _error_kind(resp)
+            if not error and request.stream is not None:
+                first, error = _read_stream(resp, request.stream)
+                first_token_ms = None if first is None else (first - begin) * 1000
             if not error and request.capture is not None:
                 error = self._capture(request, resp)
             if error:
@@ -176,9 +194,8 @@ class MixUser(FastHttpUser):
             else:
                 resp.success()
         ended = time.perf_counter()
-        begin = intended if intended is not None else started
         late = (started - intended) * 1000 if intended is not None else 0.0
-        BUFFER.append([time.time(), request.name, request.group, (ended - begin) * 1000, late, error])
+        BUFFER.append([time.time(), request.name, request.group, (ended - begin) * 1000, late, error, first_token_ms])
 
     def _capture(self, request: MixRequest, resp: Any) -> str:
         """Keeps what the answer carries at the request's capture path; an error kind if nothing."""
@@ -189,6 +206,35 @@ class MixUser(FastHttpUser):
             found = []
         self.lists[request.name].extend(found)
         return "" if found else "capture"
+
+
+def _read_stream(resp: Any, kind: StreamKind) -> tuple[float | None, str]:
+    """Reads a streamed answer to its end: (perf_counter at its first token or None, error kind)."""
+    first = None
+    buffer = b""
+    failed = False
+    try:
+        # One byte at a time until the first token: a bigger read waits until it is full.
+        for byte in resp.iter_content(chunk_size=1, decode_content=False):
+            if kind is StreamKind.BYTES:
+                first = time.perf_counter()
+                break
+            buffer += byte
+            if buffer.endswith(b"\n\n") or buffer.endswith(b"\r\n\r\n"):
+                seen = sse_event(buffer)
+                buffer = b""
+                if seen is SseEvent.TOKEN:
+                    first = time.perf_counter()
+                    break
+                if seen is SseEvent.ERROR:
+                    failed = True
+                    break
+        rest = b"".join(resp.iter_content(chunk_size=65536, decode_content=False))
+    except Exception as exc:  # the connection broke mid-stream
+        return first, "timeout" if "timeout" in type(exc).__name__.lower() else "connection"
+    if kind is StreamKind.SSE:
+        failed = failed or any(sse_event(e) is SseEvent.ERROR for e in rest.replace(b"\r", b"").split(b"\n\n"))
+    return first, "stream-error" if failed or first is None else ""
 
 
 class ClosedLoopUser(MixUser):
@@ -237,7 +283,7 @@ def _on_own_request(
 ) -> None:
     """A sample of the stack's own users (see the contract above)."""
     error = "" if exception is None else _error_kind(response, exception)
-    BUFFER.append([time.time(), name, (context or {}).get("group", name), response_time, 0.0, error])
+    BUFFER.append([time.time(), name, (context or {}).get("group", name), response_time, 0.0, error, None])
 
 
 if OWN_USERS:

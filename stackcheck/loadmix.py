@@ -16,6 +16,7 @@
     group = "read"                      # judged by [objectives.load.read]
     weight = 25
     expect = [200]                      # accepted statuses (default: any 2xx)
+    stream = "sse"                      # the answer streams: time to first token measured too
 
     [load.cleanup.things]               # after the run: list this run's data, delete each
     method = "GET"
@@ -30,6 +31,13 @@ its answers carry, kept per Locust user for ``${pick.NAME}`` / ``${take.NAME}`` 
 requests of that user. A request that needs a list the user has not filled yet sends the
 request that fills it instead (an update before any create creates). ``capture`` is a dotted
 path into the JSON answer: ``id``, ``data.id``, ``items.*.id`` (``*``: every element of a list).
+
+``stream`` (mix requests only): the answer is read as it arrives. ``"sse"``: Server-Sent
+Events; its first token is the first event with data and no ``event:`` name (the OpenAI
+convention: every token chunk is one; named events such as a "stored" receipt are framing), a
+stream that sends an ``event: error`` or never a token fails with ``stream-error``.
+``"bytes"``: any body; its first token is its first byte. The sample's latency is the full
+answer; the time to first token is judged by an objective's ``ttft_p95_ms``.
 
 Fields, each evaluated once per request (every occurrence in one request gets the same value;
 in a path the value is percent-encoded; a JSON string that is exactly one field keeps the
@@ -91,6 +99,33 @@ class Kind(Enum):
     PICK = "pick"
     TAKE = "take"
     ITEM = "item"
+
+
+class StreamKind(Enum):
+    """How a streamed answer is read (see ``stream`` above)."""
+
+    SSE = "sse"
+    BYTES = "bytes"
+
+
+class SseEvent(Enum):
+    TOKEN = "token"  # data in an unnamed event (or one named "message"): a piece of the answer
+    ERROR = "error"  # ``event: error``: the stream tells of its failure
+    FRAMING = "framing"  # any other named event, a comment, [DONE]
+
+
+def sse_event(event: bytes) -> SseEvent:
+    """What one Server-Sent Event (its lines, without the blank line that ends it) is."""
+    fields: dict[bytes, bytes] = {}
+    for line in event.replace(b"\r", b"").split(b"\n"):
+        key, _, value = line.partition(b":")
+        if key:
+            fields[key] = value.strip()
+    name = fields.get(b"event", b"message")
+    if name == b"error":
+        return SseEvent.ERROR
+    data = fields.get(b"data")
+    return SseEvent.TOKEN if name == b"message" and data and data != b"[DONE]" else SseEvent.FRAMING
 
 
 class FieldError(ValueError):
@@ -286,6 +321,7 @@ class MixRequest:
     group: str
     weight: float = 1.0
     capture: str | None = None
+    stream: StreamKind | None = None  # None: the answer is read whole
 
 
 @dataclass(frozen=True)
@@ -328,7 +364,14 @@ class LoadMix:
             "locustfile": str(self.locustfile) if self.locustfile else None,
             "values": {name: list(items) for name, items in self.values.items()},
             "requests": [
-                {"name": r.name, "http": r.http.to_plan(), "group": r.group, "weight": r.weight, "capture": r.capture}
+                {
+                    "name": r.name,
+                    "http": r.http.to_plan(),
+                    "group": r.group,
+                    "weight": r.weight,
+                    "capture": r.capture,
+                    "stream": r.stream.value if r.stream else None,
+                }
                 for r in self.requests
             ],
             "seeds": [
@@ -349,7 +392,14 @@ class LoadMix:
     def from_plan(cls, data: Mapping[str, Any]) -> LoadMix:
         return cls(
             requests=tuple(
-                MixRequest(r["name"], HttpTemplate.from_plan(r["http"]), r["group"], r["weight"], r["capture"])
+                MixRequest(
+                    r["name"],
+                    HttpTemplate.from_plan(r["http"]),
+                    r["group"],
+                    r["weight"],
+                    r["capture"],
+                    StreamKind(r["stream"]) if r.get("stream") else None,
+                )
                 for r in data["requests"]
             ),
             seeds=tuple(
@@ -433,7 +483,7 @@ def parse(table: Reader, objectives: Collection[str], stack_path: Path) -> LoadM
     requests: list[MixRequest] = []
     for name in rt.data:
         entry = rt.table(rt.name(name, "request"))
-        entry.only(TEMPLATE_KEYS | {"group", "weight", "capture"})
+        entry.only(TEMPLATE_KEYS | {"group", "weight", "capture", "stream"})
         capture_path = _capture(entry)
         if capture_path is not None:
             _unique(rt, name, values, seeds)
@@ -449,7 +499,7 @@ def parse(table: Reader, objectives: Collection[str], stack_path: Path) -> LoadM
         weight = entry.get("weight", (int, float), 1)
         if weight <= 0:
             raise entry.fail("weight", f"must be more than 0, not {weight}", "write weight = 10 (a relative share)")
-        requests.append(MixRequest(name, http, group, float(weight), capture_path))
+        requests.append(MixRequest(name, http, group, float(weight), capture_path, _stream(entry)))
 
     cleanup: list[CleanupRequest] = []
     ct = table.table("cleanup")
@@ -471,6 +521,18 @@ def parse(table: Reader, objectives: Collection[str], stack_path: Path) -> LoadM
             raise entry.fail("capture", "captures for nothing: there is no each", _EACH_FIX)
         cleanup.append(CleanupRequest(name, http, capture_path, each))
     return LoadMix(tuple(requests), tuple(seeds), tuple(cleanup), values)
+
+
+def _stream(entry: Reader) -> StreamKind | None:
+    raw: str | None = entry.get("stream", str)
+    if raw is None:
+        return None
+    try:
+        return StreamKind(raw)
+    except ValueError:
+        kinds = " or ".join(f'"{k.value}"' for k in StreamKind)
+        fix = 'write stream = "sse" (Server-Sent Events)'
+        raise entry.fail("stream", f"must be {kinds}, not {raw!r}", fix) from None
 
 
 _EACH_FIX = 'add each = { method = "DELETE", path = "/api/things/${item}" }'

@@ -130,6 +130,7 @@ class LinkSpec:
 class LoadObjective:
     p95_ms: float | None = None
     p99_ms: float | None = None
+    ttft_p95_ms: float | None = None  # streamed answers ([load.requests.NAME] stream): time to first token
     max_error_rate: float | None = None
     min_rps: float | None = None
 
@@ -513,7 +514,7 @@ def _objectives(obj: Reader) -> Objectives:
     lt = obj.table("load")
     for group in lt.data:
         entry = lt.table(group)
-        entry.only({"p95_ms", "p99_ms", "max_error_rate", "min_rps"})
+        entry.only({"p95_ms", "p99_ms", "ttft_p95_ms", "max_error_rate", "min_rps"})
         load_objs[group] = LoadObjective(**{k: float(entry.get(k, (int, float))) for k in entry.data})
     chaos_objs: dict[str, RecoveryObjective] = {}
     ct = obj.table("chaos")

@@ -3,6 +3,16 @@
 Importing the package registers every area's checks with the runner.
 """
 
-from stackcheck.compliance import cluster, containers, datastores, headers, health, rate_limits, runner, tls  # noqa: F401  (registration)
+from stackcheck.compliance import (  # noqa: F401  (registration)
+    cluster,
+    containers,
+    datastores,
+    headers,
+    health,
+    ollama,
+    rate_limits,
+    runner,
+    tls,
+)
 
 __all__ = ["runner"]

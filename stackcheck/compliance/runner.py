@@ -56,14 +56,31 @@ def external_reason(target: HttpTarget) -> str:
 
 def scoped_policy(spec: StackSpec | None, override: str | Path | None, target: HttpTarget | None = None) -> Policy:
     """The policy a run judges by: the default, the stack's policy (``[stack] policy``), then
-    ``override`` (--policy), with the stack file's [disabled] checks; against an external
+    ``override`` (--policy), with the stack file's [disabled] checks and the rules scoped to
+    images the stack does not run (``out_of_image_scope``); against an external
     ``target`` every rule that needs a booted stack is disabled, with the reason (the user chose
     the scope: not a NOT EVALUATED)."""
-    policy = Policy.load(spec.policy if spec else None, override).disabling(spec.disabled if spec else {})
+    policy = Policy.load(spec.policy if spec else None, override)
+    if spec is not None:  # the stack file's own reasons win
+        policy = policy.disabling(out_of_image_scope(policy, spec)).disabling(spec.disabled)
     if target is not None and not target.booted:
         reason = external_reason(target)
         policy = policy.disabling({r.id: reason for r in policy.rules.values() if needs_stack(r)})
     return policy
+
+
+def out_of_image_scope(policy: Policy, spec: StackSpec) -> dict[str, str]:
+    """The rules the policy scopes to their images (``only_with_images = true``) that no service
+    of the stack runs: rule id -> the reason they are DISABLED. The policy took that decision for
+    those rules (an Ollama rule on a stack without Ollama), so no [disabled] line is needed; a
+    rule without the flag stays NOT EVALUATED there, and fails the gate unless disabled by name."""
+    running = {svc.image for svc in spec.services.values()}
+    out = {}
+    for rule in policy.rules.values():
+        wanted = rule.params.get("images")
+        if rule.params.get("only_with_images") and isinstance(wanted, list) and not running & set(wanted):
+            out[rule.id] = f"not applicable: no service runs an image in {wanted} (the policy's only_with_images)"
+    return out
 
 
 @dataclass

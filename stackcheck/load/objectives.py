@@ -23,6 +23,7 @@ TOTAL = "total"
 class Metric(Enum):
     P95 = "p95_ms"
     P99 = "p99_ms"
+    TTFT_P95 = "ttft_p95_ms"  # streamed answers: time to first token
     ERROR_RATE = "error_rate"
     RPS = "rps"
 
@@ -83,11 +84,13 @@ def evaluate(
         checks = (
             (Metric.P95, objective.p95_ms, summary.p(95)),
             (Metric.P99, objective.p99_ms, summary.p(99)),
+            (Metric.TTFT_P95, objective.ttft_p95_ms, summary.ttft(95)),
             (Metric.ERROR_RATE, objective.max_error_rate, summary.error_rate),
         )
         for metric, target, measured in checks:
             # No requests at all is a breach too: the objective could not be shown to hold.
-            if target is not None and (summary.count == 0 or measured > target):
+            # NaN: nothing measured (no request; for TTFT, no streamed answer that succeeded).
+            if target is not None and (summary.count == 0 or math.isnan(measured) or measured > target):
                 breaches.append(ObjectiveBreach(scope, name, metric, target, measured if summary.count else math.nan))
         if objective.min_rps is not None and summary.rps < objective.min_rps:
             breaches.append(ObjectiveBreach(scope, name, Metric.RPS, objective.min_rps, summary.rps))

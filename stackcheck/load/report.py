@@ -3,7 +3,7 @@
 report.json      the results (``schema`` = "stackcheck.load/1", checked by ``validate``)
 intervals.csv    per 1 s: rps, errors, p50/p95/p99 ms, late sends, users
 histogram.hdr    HdrHistogram (microseconds, 3 digits) per endpoint and in total: NAME<TAB>base64
-samples.csv.gz   every request: t_s, endpoint, group, latency_ms, late_ms, error
+samples.csv.gz   every request: t_s, endpoint, group, latency_ms, late_ms, error, ttft_ms (streamed only)
 """
 
 from __future__ import annotations
@@ -127,9 +127,10 @@ class LoadReport:
         (directory / "histogram.hdr").write_text("\n".join(lines) + "\n")
         with gzip.open(directory / "samples.csv.gz", "wt", newline="") as gz:
             out = csv.writer(gz)
-            out.writerow(("t_s", "endpoint", "group", "latency_ms", "late_ms", "error"))
+            out.writerow(("t_s", "endpoint", "group", "latency_ms", "late_ms", "error", "ttft_ms"))
             out.writerows(
-                (f"{s.t:.6f}", s.endpoint, s.group, repr(s.latency_ms), repr(s.late_ms), s.error) for s in samples
+                (f"{s.t:.6f}", s.endpoint, s.group, repr(s.latency_ms), repr(s.late_ms), s.error, _ms(s.ttft_ms))
+                for s in samples
             )
 
 
@@ -163,7 +164,15 @@ def _check(data: dict[str, Any], keys: dict[str, Any], where: str) -> None:
             )
 
 
+def _ms(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
 def read_samples(directory: Path) -> list[LoadSample]:
     with gzip.open(directory / "samples.csv.gz", "rt", newline="") as gz:
         rows = list(csv.reader(gz))[1:]
-    return [LoadSample(float(t), e, g, float(lat), float(late), err) for t, e, g, lat, late, err in rows]
+    # Six columns in files written before streamed answers were measured.
+    return [
+        LoadSample(float(t), e, g, float(lat), float(late), err, float(rest[0]) if rest and rest[0] else None)
+        for t, e, g, lat, late, err, *rest in rows
+    ]

@@ -97,7 +97,10 @@ class _Tail:
             self._line(json.loads(line))
         if self.t0 is None:
             return []
-        new = [LoadSample(r[0] - self.t0, r[1], r[2], r[3], r[4], r[5]) for r in self._pending]
+        new = [
+            LoadSample(r[0] - self.t0, r[1], r[2], r[3], r[4], r[5], r[6] if len(r) > 6 else None)
+            for r in self._pending
+        ]
         self._pending.clear()
         self.samples.extend(new)
         return new

@@ -33,6 +33,7 @@ class LoadSample:
     latency_ms: float  # from the intended send time in open loop, from the actual send in closed loop
     late_ms: float = 0.0  # open loop: how long after its scheduled time the request was sent
     error: str = ""  # "" for success, else a kind: "http-503", "timeout", "connection", ...
+    ttft_ms: float | None = None  # a streamed answer: its first token (from the same start as latency_ms)
 
     @property
     def ok(self) -> bool:
@@ -49,6 +50,7 @@ class LatencySummary:
     max_ms: float
     percentiles_ms: dict[str, float]  # "p50", "p90", "p95", "p99", "p99.9"
     late: int = 0  # open loop: sent later than scheduled (beyond the lateness threshold)
+    ttft_ms: dict[str, float] = field(default_factory=dict)  # streamed answers: time to first token, by percentile
 
     @property
     def error_rate(self) -> float:
@@ -56,6 +58,10 @@ class LatencySummary:
 
     def p(self, q: float) -> float:
         return self.percentiles_ms[pname(q)]
+
+    def ttft(self, q: float) -> float:
+        """A percentile of the time to first token; NaN without a streamed answer."""
+        return self.ttft_ms.get(pname(q), math.nan)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +74,7 @@ class LatencySummary:
             "max_ms": self.max_ms,
             "percentiles_ms": self.percentiles_ms,
             "late": self.late,
+            "ttft_ms": self.ttft_ms,
         }
 
     @classmethod
@@ -81,6 +88,7 @@ class LatencySummary:
             max_ms=data["max_ms"],
             percentiles_ms=dict(data["percentiles_ms"]),
             late=data["late"],
+            ttft_ms=dict(data.get("ttft_ms") or {}),  # written since streamed answers are measured
         )
 
 
@@ -92,6 +100,7 @@ def summarize(samples: Sequence[LoadSample], duration_s: float, late_threshold_m
     """Latency of every sample (errors included: a slow 503 is still a slow answer)."""
     values = sorted(s.latency_ms for s in samples)
     errors = Counter(s.error for s in samples if s.error)
+    first_tokens = sorted(s.ttft_ms for s in samples if s.ttft_ms is not None and s.ok)
     return LatencySummary(
         count=len(values),
         errors=sum(errors.values()),
@@ -101,6 +110,7 @@ def summarize(samples: Sequence[LoadSample], duration_s: float, late_threshold_m
         max_ms=values[-1] if values else math.nan,
         percentiles_ms={pname(q): percentile(values, q) for q in PERCENTILES},
         late=sum(s.late_ms > late_threshold_ms for s in samples),
+        ttft_ms={pname(q): percentile(first_tokens, q) for q in PERCENTILES} if first_tokens else {},
     )
 
 

@@ -233,7 +233,7 @@ def test_an_external_target_disables_every_rule_that_needs_a_booted_stack() -> N
 
 
 def test_a_stack_files_disabled_table_disables_rules_in_the_run() -> None:
-    spec = SimpleNamespace(policy=None, disabled={"tls-alpn-h2": "HTTP/1.1 only by design"})
+    spec = SimpleNamespace(policy=None, disabled={"tls-alpn-h2": "HTTP/1.1 only by design"}, services={})
     policy = runner.scoped_policy(spec, None)  # type: ignore[arg-type]
     [result] = runner.run(runner.CheckContext(None, None, only(policy, "tls-alpn-h2")))  # type: ignore[arg-type]
     assert (result.outcome, result.evidence) == (Outcome.DISABLED, "HTTP/1.1 only by design")

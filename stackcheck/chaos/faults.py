@@ -175,12 +175,9 @@ def link_down(link: LinkHandle, *, journal: Journal | None = None) -> Iterator[N
 
 def health(handle: ServiceHandle) -> str:
     """The container's state re-read from the engine (``attrs`` alone is a cached copy): ``healthy``
-    when it runs and its healthcheck (if any) passes, else what it is (``exited``, ``unhealthy``, ...)."""
-    handle.docker.reload()
-    state = handle.docker.attrs["State"]
-    if not state["Running"]:
-        return str(state["Status"])
-    return str(state.get("Health", {}).get("Status", "healthy"))
+    when it runs and its healthcheck (if any) passes, else what it is (``exited``, ``unhealthy``, ...).
+    Right after a (re)start the image's check is run at once, not one Docker interval later."""
+    return handle.health()
 
 
 def not_healthy(handles: list[ServiceHandle]) -> str | None:

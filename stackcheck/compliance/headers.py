@@ -24,7 +24,7 @@ from stackcheck.compliance import observatory
 from stackcheck.compliance.model import Outcome, Result, Rule
 from stackcheck.compliance.runner import CheckContext, NotEvaluated, check, not_applicable
 from stackcheck.errors import StackError
-from stackcheck.stack import ServiceHandle, Stack
+from stackcheck.stack import ServiceHandle, Stack, container_health
 
 VERSION = re.compile(r"\d+\.\d+|/\d")
 
@@ -171,15 +171,11 @@ def _await_healthy(stack: Stack, handles: list[ServiceHandle], timeout: float) -
     deadline = time.monotonic() + timeout
     with stack.http(timeout=3) as client:
         while time.monotonic() < deadline:
-            for handle in handles:
-                handle.docker.reload()
-            healthy = all(
-                h.docker.attrs["State"].get("Health", {}).get("Status", "healthy") == "healthy" for h in handles
-            )
+            healthy = all(container_health(h.docker) == "healthy" for h in handles)
             # nginx marks failed upstreams down for fail_timeout: wait until it routes again.
             if healthy and client.get(stack.spec.health_path).status_code == 200:
                 return
-            time.sleep(0.25)
+            time.sleep(0.1)
     raise StackError(f"upstreams of the entrypoint did not come back within {timeout:.0f}s", "read their logs")
 
 

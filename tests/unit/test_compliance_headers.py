@@ -177,7 +177,7 @@ class FakeDocker:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
-        self.attrs: dict[str, Any] = {"State": {"Health": {"Status": "healthy"}}}
+        self.attrs: dict[str, Any] = {"State": {"Running": True, "Health": {"Status": "healthy"}}}
 
     def stop(self, timeout: int) -> None:
         self.calls.append("stop")

@@ -6,8 +6,10 @@ Every state is read from the engine after the step."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from stackcheck import stackfile
 from stackcheck.errors import StackError
 from stackcheck.stack import KEPT_LABEL, RUN_LABEL, STACK_LABEL, Stack, remove_runs
 from stackcheck.volumes import VOLUME_LABEL
-from tests.integration.leftovers import leftovers
+from tests.integration.leftovers import leftovers, run_ids, wait_gone
 
 pytestmark = [pytest.mark.docker]
 
@@ -123,3 +125,48 @@ def test_a_volume_handed_on_must_exist_and_be_declared(docker_client: docker.Doc
         Stack.from_file(STACK, volumes={"data": "stackcheck-no-such-volume"}).start()
     with pytest.raises(StackError, match="not in its stack file: logs"):
         Stack.from_file(STACK, volumes={"logs": "x"}).start()
+
+
+def test_sigterm_mid_boot_removes_the_volumes(docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    """`stackcheck up` (kept: no reaper) told to stop while it waits for an entrypoint that never
+    answers: its containers are up and its volumes mounted; within 5 s all of it is gone."""
+    text = STACK.read_text().replace('name = "volumes"', 'name = "volumes"\nentrypoint = "http://writer:8080"')
+    text = text.replace("internal = true", "internal = false")  # Docker publishes no port of an internal network
+    stuck = tmp_path / "stack.toml"
+    stuck.write_text(
+        text.replace('user = "0:0"\ncommand = ["python3"', 'user = "0:0"\nports = [8080]\ncommand = ["python3"', 1)
+    )
+    before = run_ids(docker_client)
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stackcheck.cli", "up", "--stack", str(stuck)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    run_id = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and run_id is None:
+            for run in {r for r in run_ids(docker_client) - before if r.startswith("volumes-")}:
+                if (
+                    len(run_volumes(docker_client, run)) == 2
+                    and len(docker_client.containers.list(filters={"label": f"{RUN_LABEL}={run}"})) == 2
+                ):
+                    run_id = run
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert run_id is not None, f"no booting run with its volumes within 120 s:\n{log.read_text()}"
+        volumes = set(run_volumes(docker_client, run_id))
+        proc.send_signal(signal.SIGTERM)
+        left = wait_gone(docker_client, run_id, volumes, 5.0)
+        code = proc.wait(timeout=60)
+        assert "up in" not in log.read_text(), "the stack was no longer booting when signalled"
+        assert not left, f"5 s after SIGTERM mid-boot, run {run_id} still has {left}"
+        assert code == 128 + signal.SIGTERM, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for run in run_ids(docker_client) - before:
+            if run.startswith("volumes-"):  # this test's stack only: other runs are not ours
+                remove_runs(docker_client, run)

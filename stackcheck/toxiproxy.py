@@ -70,6 +70,10 @@ class ToxiproxyClient:
     def set_enabled(self, name: str, enabled: bool) -> None:
         self._call("POST", f"/proxies/{name}", {"enabled": enabled})
 
+    def set_upstream(self, name: str, upstream: str) -> None:
+        """Point a proxy at another upstream: its clients keep their address (a client move)."""
+        self._call("POST", f"/proxies/{name}", {"upstream": upstream})
+
     def add_toxic(
         self,
         proxy: str,

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from stackcheck.compliance import observatory
-from stackcheck.compliance.model import Outcome, Result, Rule
+from stackcheck.compliance.model import Area, Outcome, Policy, Result, Rule
+from stackcheck.compliance.rate_limits import refill_s
 from stackcheck.compliance.runner import CheckContext, NotEvaluated, check, not_applicable
 from stackcheck.errors import StackError
 from stackcheck.stack import ServiceHandle, Stack, container_health
@@ -92,26 +93,45 @@ def _fetch_surface(ctx: CheckContext) -> Surface:
             seen.append(_observe(f"GET {route} -> {response.status_code}", response))
         if 404 in http.error_statuses:
             seen.append(_fetch_404(client, http.not_found_path))
+        refilled_at = 0.0  # when the limiter the 429 probe drained is full again
         if 429 in http.error_statuses:
             if http.rate_limited_path:
                 seen.append(_provoke_429(client, http.rate_limited_path))
+                refilled_at = time.monotonic() + _limiter_refill_s(ctx.policy, http.rate_limited_path)
             else:
                 reason = (
                     "not applicable: the policy's [http] names no rate_limited_path (set it to a rate-limited route)"
                 )
                 seen.append(Inapplicable("error 429", reason))
         if 502 in http.error_statuses:
-            seen.append(_provoke_502(ctx.stack, client, http.routes[-1] if http.routes else "/"))
+            seen.append(_provoke_502(ctx.stack, client, http.routes[-1] if http.routes else "/", refilled_at))
+    # A full bucket for whatever runs next: the 502 probe's stop and start of upstreams already
+    # took part of the wait, so it is no longer slept in full after the 429.
+    time.sleep(max(0.0, refilled_at - time.monotonic()))
     return seen
 
 
-def _provoke_502(stack: Stack | None, client: httpx.Client, route: str) -> Observed | Missing | Inapplicable:
-    """GET ``route`` with the entrypoint's upstream services stopped: the edge's error page."""
+DEFAULT_REFILL_S = 2.5
+
+
+def _limiter_refill_s(policy: Policy, path: str) -> float:
+    """The refill time of the policy's rate-limit rule on ``path``; 2.5 s (10 r/s, burst 20) when
+    no rule names it."""
+    rules = [r for r in policy.area(Area.RATE_LIMITS) if r.params.get("path") == path]
+    return max((refill_s(r) for r in rules), default=DEFAULT_REFILL_S)
+
+
+def _provoke_502(
+    stack: Stack | None, client: httpx.Client, route: str, refilled_at: float = 0.0
+) -> Observed | Missing | Inapplicable:
+    """GET ``route`` with the entrypoint's upstream services stopped: the edge's error page (once
+    the limiter is full again at ``refilled_at``: a 429 is no 502 page)."""
     if stack is None:
         return Inapplicable("error 502", "not applicable: no booted stack (an external target's upstreams stay up)")
     if not upstream_services(stack):
         return Inapplicable("error 502", "not applicable: the entrypoint has no upstream service")
     with upstreams_stopped(stack):
+        time.sleep(max(0.0, refilled_at - time.monotonic()))
         response = client.get(route)
     # Any 5xx from the edge with its upstream gone is an error page worth checking; a success
     # (a route the edge serves itself) is no error page and is not judged as one.
@@ -138,16 +158,15 @@ def _fetch_404(client: httpx.Client, path: str, tries: int = 5, wait_s: float = 
     return Missing("error 404", f"GET {path} of an unknown route never answered 404 (statuses {seen})")
 
 
-def _provoke_429(client: httpx.Client, path: str, max_requests: int = 200, refill_s: float = 2.5) -> Observed | Missing:
+def _provoke_429(client: httpx.Client, path: str, max_requests: int = 200) -> Observed | Missing:
     """The first 429 of a burst of at most ``max_requests`` to ``path``; Missing when none came,
-    so that no other answer is ever judged as the 429 page."""
+    so that no other answer is ever judged as the 429 page. The limiter is left drained: the
+    caller waits for its refill (``_limiter_refill_s``) before it needs it again."""
     statuses: Counter[int] = Counter()
     for _ in range(max_requests):
         response = client.get(path)
         if response.status_code == 429:
-            observed = _observe(f"error 429 ({path} -> 429)", response)
-            time.sleep(refill_s)  # let the limiter's bucket refill for whatever runs next
-            return observed
+            return _observe(f"error 429 ({path} -> 429)", response)
         statuses[response.status_code] += 1
     seen = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))
     return Missing("error 429", f"no 429 after {max_requests} requests to {path} (statuses {seen})")

@@ -98,9 +98,15 @@ def measure(
     )
 
 
+def refill_s(rule: Rule) -> float:
+    """Seconds a drained limiter of ``rule`` needs to be full again: its burst at its rate, plus
+    0.5 s for the edge's clock and the answers still in flight."""
+    return float(rule.param("burst") / rule.param("rate") + 0.5)
+
+
 def _settle(rule: Rule) -> None:
     """Let the limiter's bucket refill completely, so earlier traffic does not bias the count."""
-    time.sleep(rule.param("burst") / rule.param("rate") + 0.5)
+    time.sleep(refill_s(rule))
 
 
 def _limit_verdict(rule: Rule, ctx: CheckContext) -> list[Result]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -105,7 +106,7 @@ def counting_handler(status_for: Callable[[int], int]) -> tuple[Callable[[httpx.
 def test_no_429_in_the_burst_is_missing_never_the_last_answer() -> None:
     handle, sent = counting_handler(lambda _: 200)
     with MockTarget(handle).http() as client:
-        got = headers._provoke_429(client, "/api/cards", max_requests=50, refill_s=0)
+        got = headers._provoke_429(client, "/api/cards", max_requests=50)
     assert got == Missing("error 429", "no 429 after 50 requests to /api/cards (statuses 200: 50)")
     assert len(sent) == 50
 
@@ -125,7 +126,7 @@ def test_a_404_probe_answered_429_waits_for_the_limiter_and_never_judges_the_429
 def test_the_first_429_of_the_burst_is_the_429_page() -> None:
     handle, sent = counting_handler(lambda n: 429 if n >= 5 else 200)
     with MockTarget(handle).http() as client:
-        got = headers._provoke_429(client, "/api/cards", max_requests=50, refill_s=0)
+        got = headers._provoke_429(client, "/api/cards", max_requests=50)
     assert isinstance(got, Observed)
     assert (got.label, got.status, len(sent)) == ("error 429 (/api/cards -> 429)", 429, 5)
 
@@ -227,3 +228,16 @@ def test_a_failed_observation_is_computed_once_per_run() -> None:
     results = [r for rule in SURFACE_RULES for r in runner.evaluate(rule, ctx)]
     assert {r.outcome for r in results} == {Outcome.ERROR}
     assert len(calls) == 1
+
+
+def test_the_429_probe_leaves_the_refill_wait_to_what_needs_the_limiter_next() -> None:
+    """The refill comes from the policy's rate-limit rule on that path (burst / rate + 0.5 s), not
+    a fixed sleep inside the probe; a path no rule names gets 2.5 s (10 r/s, burst 20)."""
+    assert headers._limiter_refill_s(REFERENCE_POLICY, "/api/prompt-cards") == 20 / 10 + 0.5
+    assert headers._limiter_refill_s(REFERENCE_POLICY, "/api/auth/login") == 5 / 2 + 0.5
+    assert headers._limiter_refill_s(POLICY, "/api/cards") == headers.DEFAULT_REFILL_S
+    handle, _ = counting_handler(lambda n: 429 if n >= 5 else 200)
+    started = time.monotonic()
+    with MockTarget(handle).http() as client:
+        headers._provoke_429(client, "/api/cards", max_requests=50)
+    assert time.monotonic() - started < 1.0, "the probe itself must not sleep out the refill"

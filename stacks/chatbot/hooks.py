@@ -40,7 +40,7 @@ from stackcheck.chaos.spec import Scenario
 from stackcheck.chaos.workloads import LedgerStore, answer_problem
 from stackcheck.errors import StackError
 from stackcheck.stack import Stack
-from stackcheck.volumes import run_job
+from stackcheck.volumes import remove_volumes, run_job
 from stackcheck.waiting import wait_until
 
 SCRIPT = ("python3", "-m", "chatbot_api.backup")
@@ -173,6 +173,8 @@ class Drill:
             f"the server is lost: stack {lost.run_id} and its volumes removed, except {p.backup_volume}",
             lambda: lost.stop(keep_volumes=[p.backup_volume]),
         )
+        # Removed whatever happens next (the fresh stack removes it too, once it has adopted it).
+        cleanup.callback(remove_volumes, engine.client(), list(kept.values()))
         self.exp.verify(f"the data volume {data} is gone", lambda: _volume_problem(lost, data))
         fresh = Stack(lost.spec, volumes=kept)
         cleanup.callback(fresh.stop)

@@ -19,7 +19,7 @@ from stackcheck.load import LoadReport, Verdict, breach_table
 from stackcheck.load.runner import NO_MIX
 from stackcheck.stack import Stack
 
-pytestmark = pytest.mark.load
+pytestmark = [pytest.mark.load, pytest.mark.exclusive("measures latency percentiles")]
 
 
 def test_load_gate(request: pytest.FixtureRequest, load_run: Callable[..., LoadReport]) -> None:

@@ -172,6 +172,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         pytest_args += ["--policy", str(Path(args.policy).resolve())]
     if args.fail_on:
         pytest_args += ["--fail-on", args.fail_on]
+    if args.workers > 1:  # one session stack for all workers; measurements run alone (fixtures/sharing.py)
+        pytest_args += ["-n", str(args.workers), "--dist", "loadgroup"]
     started = time.monotonic()
     code = interrupt.run_child(pytest_args, Path.cwd())
     phase("suites", started)
@@ -380,6 +382,9 @@ def parser() -> argparse.ArgumentParser:
         "--profile", choices=["smoke", "full"], default="smoke", help="smoke: minutes; full: every scenario"
     )
     gate.add_argument("--area", action="append", choices=list(GATE_AREAS), help="only these areas (default: all)")
+    gate.add_argument(
+        "--workers", type=int, default=1, help="pytest-xdist worker processes for the suites (default 1: serial)"
+    )
     _mode_options(gate)
     gate.set_defaults(func=cmd_gate)
 

@@ -70,6 +70,7 @@ def test_a_repeated_read_is_served_from_redis(stack: Stack) -> None:
     assert any(card["id"] in key.decode() for key in cache.scan_iter(count=1000)), "no Redis key holds the card"
 
 
+@pytest.mark.exclusive("cuts a link of the shared session stack")
 def test_health_degrades_when_the_redis_link_is_cut_and_recovers(stack: Stack) -> None:
     with stack.http() as api:
         assert check(api.get("/api/health/comprehensive").json(), "redis") == "healthy"

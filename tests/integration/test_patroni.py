@@ -5,6 +5,7 @@ no acknowledged write lost, the old primary back as a replica."""
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,9 +36,17 @@ BOOT_BOUND_S = 120.0  # measured 2026-12-01 on 2 cores: see the README's cluster
 MEMORY_BOUND_MB = 1500.0
 
 
+def _hooks(name: str = "q1_series") -> Any:
+    """A function of hooks.py, loaded as the chaos runner loads a scenario's hook."""
+    return load_hook(Hook(CLUSTER.parent / "hooks.py", name))
+
+
 def _q1_series() -> Any:
-    """hooks.q1_series, loaded as the chaos runner loads a scenario's hook."""
-    return load_hook(Hook(CLUSTER.parent / "hooks.py", "q1_series"))
+    return _hooks("q1_series")
+
+
+def _hooks_module() -> Any:
+    return sys.modules[_hooks().__module__]
 
 
 def _routing_logs(stack: Stack) -> str:
@@ -84,6 +93,7 @@ def test_every_rule_of_the_clusters_policy_holds(cluster: Stack) -> None:
     assert not bad, runner.table(bad)
 
 
+@pytest.mark.drill
 def test_q1_primary_failure_with_the_tuned_profile_meets_tier_1(cluster: Stack) -> None:
     try:
         [result] = _q1_series()(cluster, kills=1)  # the tuned profile (patroni.yml's) is the default
@@ -100,6 +110,62 @@ def test_q1_primary_failure_with_the_tuned_profile_meets_tier_1(cluster: Stack) 
     # The ledger wrote through the drill: 1 s before the kill and 1 s after recovery at 20 ms
     # (about 45 each); 84-102 acknowledged in 9 measured runs.
     assert result.rpo.acknowledged > 50
+
+
+@pytest.mark.drill
+def test_q1_frozen_leader_is_replaced_and_demotes_when_thawed(cluster: Stack) -> None:
+    hooks = _hooks_module()
+    [result] = hooks.q1_series(cluster, kills=1, variant=hooks.Variant.FREEZE)
+    print("\n" + result.summary())
+    assert result.passed, result.summary() + _routing_logs(cluster)
+    assert result.rto is not None
+    assert result.rto.rto_s is not None
+    assert result.rto.rto_s < 30
+    assert result.rpo is not None
+    assert result.rpo.lost == ()
+    assert any(o.startswith("thawed patroni-") and "no writable primary" in o for o in result.observations)
+
+
+@pytest.mark.drill
+def test_q1_with_asynchronous_replication_reports_the_lost_acknowledged_writes(cluster: Stack) -> None:
+    """The failing variant: synchronous_mode off (PATCH /config) and the replicas' replication
+    connections cut for the last second before the kill: the leader acknowledged writes no replica
+    had, the drill names them by id and breaches Tier 1's RPO 0."""
+    hooks = _hooks_module()
+    [result] = hooks.q1_series(cluster, hooks.TUNED_ASYNC, kills=1)
+    print("\n" + result.summary())
+    assert not result.passed
+    assert result.rpo is not None
+    lost = result.rpo.lost
+    assert lost, result.summary()
+    assert any(b.startswith("RPO ") and b.endswith("> objective 0s") for b in result.breaches), result.breaches
+    assert f"no acknowledged write lost: {len(lost)} acknowledged writes lost, ids {list(lost)}" in result.breaches
+
+
+@pytest.mark.drill
+def test_q3_partitioned_leader_demotes_within_ttl_and_no_write_is_acknowledged_twice(cluster: Stack) -> None:
+    hooks = _hooks_module()
+    result = hooks.q3_series(cluster)
+    print("\n" + result.summary())
+    assert result.passed, result.summary() + _routing_logs(cluster)
+    assert result.rpo is not None
+    assert result.rpo.lost == ()
+    assert any("s after the partition" in o and "no writable primary" in o for o in result.observations)
+
+
+@pytest.mark.drill
+def test_q3_with_broken_fencing_detects_split_brain(cluster: Stack) -> None:
+    """The failing variant: the partitioned leader's Patroni agent frozen (no watchdog to fence
+    PostgreSQL) and asynchronous replication: a client that still reaches the old leader has its
+    writes acknowledged there while the new leader acknowledges the application's."""
+    hooks = _hooks_module()
+    result = hooks.q3_series(cluster, hooks.TUNED_ASYNC, fencing_broken=True)
+    print("\n" + result.summary())
+    assert not result.passed
+    assert any(b.startswith("no write acknowledged by two primaries: split brain: ") for b in result.breaches), (
+        result.summary()
+    )
+    assert any("demotes within ttl" in b for b in result.breaches), result.breaches
 
 
 # -- the broken cluster: each cluster rule fails on it ---------------------------------------------

@@ -119,10 +119,12 @@ class SharedRun:
         with (self.directory / "state.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = self.read()
-            yield state
-            tmp = self.state_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(state), indent=2))
-            tmp.replace(self.state_file)
+            try:
+                yield state
+            finally:  # also when the boot failed: the others must see its error
+                tmp = self.state_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps(asdict(state), indent=2))
+                tmp.replace(self.state_file)
 
     def read(self) -> SharedState:
         if not self.state_file.exists():

@@ -16,7 +16,7 @@ import pytest
 from stackcheck.stack import NotReady, Stack, container_health, run_healthcheck
 from tests.integration.leftovers import leftovers
 
-pytestmark = [pytest.mark.docker]
+pytestmark = [pytest.mark.docker, pytest.mark.exclusive("bounds in seconds on readiness")]
 MINIMAL = Path(__file__).parent / "data" / "minimal"
 
 

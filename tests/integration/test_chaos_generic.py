@@ -16,7 +16,12 @@ import pytest
 
 from stackcheck import resources
 
-pytestmark = [pytest.mark.docker, pytest.mark.chaos, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.chaos,
+    pytest.mark.slow,
+    pytest.mark.exclusive("runs the chaos suite: faults and measured recovery"),
+]
 
 STACK = """
 [stack]

@@ -40,7 +40,12 @@ from stackcheck.chaos.workloads import LedgerStore
 from stackcheck.stack import DEFAULT_STACK, ServiceHandle, Stack
 from stackcheck.stackfile import RecoveryObjective, parse
 
-pytestmark = [pytest.mark.docker, pytest.mark.chaos]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.chaos,
+    pytest.mark.xdist_group("test_chaos_meters"),
+    pytest.mark.exclusive("measures RTO meters against the truth"),
+]
 PERIOD: float = inspect.signature(RtoMeter).parameters["period"].default  # the meter's default
 TOLERANCE = PERIOD + 0.020
 OUTAGES = 10

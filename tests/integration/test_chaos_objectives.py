@@ -26,7 +26,12 @@ from stackcheck.chaos.scenarios import ScenarioRun, run_scenario
 from stackcheck.stack import DEFAULT_STACK, Stack
 from stackcheck.stackfile import StackSpec, parse
 
-pytestmark = [pytest.mark.docker, pytest.mark.chaos, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.chaos,
+    pytest.mark.slow,
+    pytest.mark.exclusive("judges measured recovery against objectives"),
+]
 
 
 def variant(change: Callable[[dict[str, Any]], None]) -> StackSpec:

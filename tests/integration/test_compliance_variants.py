@@ -219,6 +219,7 @@ def test_frame_ancestors_beyond_none_and_self_fails_frame_options(tmp_path: Path
 # -- rate limits ------------------------------------------------------------------------------
 
 
+@pytest.mark.exclusive("measures a rate limiter")
 def test_no_rate_limit_fails_both_zones_and_reports_the_measured_rate(tmp_path: Path) -> None:
     conf = edited_conf(
         remove=("        limit_req zone=auth burst=5 nodelay;\n", "        limit_req zone=api burst=20 nodelay;\n")
@@ -238,6 +239,7 @@ def test_no_rate_limit_fails_both_zones_and_reports_the_measured_rate(tmp_path: 
     assert all(r.evidence.startswith("no 429 after 200 requests to /api/prompt-cards (statuses 200: ") for r in page)
 
 
+@pytest.mark.exclusive("measures a rate limiter")
 def test_the_reference_edge_passes_rate_limits_within_tolerance(tmp_path: Path) -> None:
     """The clean edge measured the same way: the numbers the variants are compared with."""
     with Stack(edge_stack(tmp_path)) as stack:
@@ -256,6 +258,7 @@ BROKEN_HEALTH = """    location = /api/health/comprehensive { return 503; }
 SLOW_ZONE = "limit_req_status 429;\nlimit_req_zone $binary_remote_addr zone=slowhealth:1m rate=1r/s;\n"
 
 
+@pytest.mark.exclusive("measures a rate limiter")
 def test_health_routes_that_are_not_healthy_in_a_burst_fail_with_what_was_seen(tmp_path: Path) -> None:
     """None of the broken routes answers 429, so the old rule (counting 429 only) passed them all."""
     conf = edited_conf(replace=((HEALTH_ROUTES, HEALTH_ROUTES + BROKEN_HEALTH), ("limit_req_status 429;\n", SLOW_ZONE)))

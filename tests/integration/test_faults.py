@@ -24,7 +24,12 @@ from stackcheck.stack import Stack
 from stackcheck.stackfile import parse
 from tests.integration.test_chaos_meters import _assert_nothing_left
 
-pytestmark = [pytest.mark.docker, pytest.mark.chaos]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.chaos,
+    pytest.mark.xdist_group("test_faults"),
+    pytest.mark.exclusive("times each recv() of real traffic through a fault"),
+]
 LINK = "toxiproxy->web"
 LISTEN = 18080
 BLOB_BYTES = 48_000  # /blob: 2 s at the 24 KB/s bandwidth cap below

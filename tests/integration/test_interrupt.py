@@ -17,7 +17,11 @@ import pytest
 from stackcheck.stack import Stack, remove_runs
 from tests.integration.leftovers import Leftovers, RunWatch, containers, run_ids, wait_gone
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.slow,
+    pytest.mark.exclusive("bounds in seconds on teardown after a signal"),
+]
 
 SERVICES = 7
 CLEAN_WITHIN_S = 5.0

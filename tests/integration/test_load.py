@@ -34,7 +34,11 @@ from stackcheck.load.report import read_samples
 from stackcheck.load.stats import decode_histogram
 from stackcheck.stack import Stack
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.slow,
+    pytest.mark.exclusive("load runs and toxics on the shared session stack"),
+]
 
 PRIMARY = "backend->postgres-primary"
 PER_ROUND_TRIP_MS = 200.0

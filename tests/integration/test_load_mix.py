@@ -32,7 +32,7 @@ from stackcheck.load import LoadReport, LoadRun, profiles
 from stackcheck.load.errors import LoadError
 from stackcheck.stack import Stack
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("test_load_mix")]
 
 NGINX_CONF = r"""
 log_format mix escape=json '{"id":"$request_id","method":"$request_method","uri":"$request_uri",'

@@ -32,7 +32,7 @@ from stackcheck.compliance import observatory
 from stackcheck.compliance.observatory import CORS_ORIGIN, SCANNER_VERSION
 from tests.integration.observatory_harness import Answer, CaseServer, Site, install_scanner, run_scanner
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_observatory_diff")]
 
 CORPUS = Path(__file__).parent / "data" / "observatory_corpus.json"
 CASES = int(os.environ.get("STACKCHECK_OBSERVATORY_CASES", "150"))

@@ -26,7 +26,7 @@ from stackcheck import engine, gpu, images
 from stackcheck.errors import StackError
 from stackcheck.stack import RUN_LABEL, Stack
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("test_ollama")]
 
 STACK_FILE = Path(__file__).parent / "data" / "ollama" / "stack.toml"
 MODEL = "stackcheck-tiny"

@@ -30,7 +30,7 @@ from stackcheck.stackfile import parse
 from stackcheck.target import HttpTarget
 from stackcheck.tls import LEAF_LIFETIME, ca_extensions, common_name, key_pem, leaf_extensions, pem, sign
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("test_tls_variants")]
 
 TLS_RULES = (
     "tls-protocols",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("test_wheel")]
 REPO = Path(__file__).resolve().parents[2]
 STACK_DIR = Path(__file__).parent / "data" / "own-image"
 # Not part of the package: the build copies the tree without them.

@@ -6,6 +6,7 @@ Every state is read from the engine after the step."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -170,3 +171,26 @@ def test_sigterm_mid_boot_removes_the_volumes(docker_client: docker.DockerClient
         for run in run_ids(docker_client) - before:
             if run.startswith("volumes-"):  # this test's stack only: other runs are not ours
                 remove_runs(docker_client, run)
+
+
+def test_the_reaper_removes_the_volumes_of_a_killed_session(docker_client: docker.DockerClient) -> None:
+    """A process that dies without cleanup (os._exit) leaves its stack to the reaper, volumes too:
+    they carry the session label the reaper filters on."""
+    script = (
+        "import os, sys\n"
+        "from stackcheck.stack import Stack\n"
+        f"stack = Stack.from_file({str(STACK)!r}).start()\n"
+        "print(stack.run_id, sorted(stack.volumes.values()), flush=True)\n"
+        "os._exit(0)\n"
+    )
+    env = {**os.environ, "RYUK_RECONNECTION_TIMEOUT": "1s"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    run_id, created = proc.stdout.split(maxsplit=1)
+    volumes = [f"{run_id}-data", f"{run_id}-scratch"]
+    assert created.strip() == repr(volumes), f"the session made no volumes to leave behind: {created}"
+    try:
+        left = wait_gone(docker_client, run_id, volumes, 30.0)
+        assert not left, f"30 s after its session died, run {run_id} still has {left}"
+    finally:
+        remove_runs(docker_client, run_id)

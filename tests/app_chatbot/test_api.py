@@ -10,7 +10,9 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ def settings(db: Path, llm: str | None = None) -> Settings:
         llm_model="tiny",
         llm_api_key=None,
         llm_timeout_s=2.0,
+        llm_answer_timeout_s=5.0,
+        llm_max_tokens=64,
         llm_health_ttl_s=60.0,
         health_timeout_s=1.0,
         history_messages=20,
@@ -43,14 +47,25 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield c
 
 
+def sse(*chunks: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def delta(text: str) -> dict[str, Any]:
+    return {"model": "tiny:latest", "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]}
+
+
 class FakeLlm:
-    """An OpenAI-style endpoint: records each request, answers with ``reply`` (a status or a body)."""
+    """An OpenAI-style endpoint (streamed answers, as Ollama sends them): records each request,
+    answers ``echo CONTENT`` in two pieces, or ``status``, or raises ``fail``; ``break_after``
+    pieces the stream breaks (a reset mid-stream)."""
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.status = 200
         self.models = ["tiny:latest"]
         self.fail: Exception | None = None
+        self.break_after: int | None = None
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -61,14 +76,27 @@ class FakeLlm:
         if self.status != 200:
             return httpx.Response(self.status, json={"error": "boom"})
         asked = json.loads(request.content)
-        return httpx.Response(
-            200,
-            json={
-                "model": "tiny:latest",
-                "choices": [{"message": {"role": "assistant", "content": f"echo {asked['messages'][-1]['content']}"}}],
-                "usage": {"prompt_tokens": 7, "completion_tokens": 3},
-            },
-        )
+        assert asked["stream"] is True
+        pieces = [delta("echo "), delta(asked["messages"][-1]["content"])]
+        usage = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+        if self.break_after is None:
+            return httpx.Response(200, content=sse(*pieces, usage), headers={"content-type": "text/event-stream"})
+        sent = pieces[: self.break_after]
+
+        def broken() -> Iterator[bytes]:
+            for chunk in sent:
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            raise httpx.ReadError("connection reset by peer")
+
+        return httpx.Response(200, stream=_Iter(broken()), headers={"content-type": "text/event-stream"})
+
+
+class _Iter(httpx.SyncByteStream):
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks
 
 
 @pytest.fixture
@@ -91,7 +119,7 @@ def test_health_without_an_llm_is_degraded_not_down(client: TestClient) -> None:
     response = client.get("/api/v1/health")
     assert response.status_code == 200
     body = response.json()
-    assert (body["status"], body["database"], body["llm"]) == ("degraded", "ok", "unavailable")
+    assert (body["status"], body["database"], body["llm"]) == ("degraded", "ok", "degraded")
     checks = {c["name"]: c for c in body["checks"]}
     assert checks["database"] == {
         "name": "database",
@@ -124,7 +152,7 @@ def test_health_names_a_model_the_llm_does_not_serve(llm_client: tuple[TestClien
     client, fake = llm_client
     fake.models = ["other"]
     body = client.get("/api/v1/health").json()
-    assert (body["status"], body["llm"]) == ("degraded", "unavailable")
+    assert (body["status"], body["llm"]) == ("degraded", "degraded")
     assert "model 'tiny' is not served (models: other)" in body["checks"][1]["details"]
 
 
@@ -294,8 +322,142 @@ def test_an_llm_failure_keeps_the_message_and_says_why(
     assert client.get(f"/api/v1/conversations/{cid}").json()["messages"] == 1
     # The failed answer is the latest word on the LLM: health reports it without a new probe.
     health = client.get("/api/v1/health").json()
-    assert (health["status"], health["llm"]) == ("degraded", "unavailable")
+    assert (health["status"], health["llm"]) == ("degraded", "degraded")
     assert health["checks"][1]["details"] == reason
+
+
+def events(text: str) -> list[tuple[str | None, Any]]:
+    """(event name or None, decoded data) of each Server-Sent Event."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        out.append((fields.get("event"), json.loads(fields["data"])))
+    return out
+
+
+def test_a_streamed_answer_comes_as_server_sent_events_and_is_stored(
+    llm_client: tuple[TestClient, FakeLlm],
+) -> None:
+    client, fake = llm_client
+    cid = new_conversation(client)
+    with client.stream(
+        "POST", f"/api/v1/conversations/{cid}/messages", json={"content": "hi", "stream": True, "max_tokens": 5}
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-accel-buffering"] == "no"
+        text = "".join(response.iter_text())
+    named = events(text)
+    assert named[0][0] == "stored"
+    assert named[0][1]["message"]["content"] == "hi"
+    assert named[1:-1] == [(None, {"delta": "echo "}), (None, {"delta": "hi"})]
+    assert named[-1] == ("done", {"reply": named[-1][1]["reply"]})
+    assert named[-1][1]["reply"]["content"] == "echo hi"
+    assert json.loads(fake.requests[-1].content)["max_tokens"] == 5
+    stored = client.get(f"/api/v1/conversations/{cid}/messages").json()["items"]
+    assert [(m["role"], m["content"]) for m in stored] == [("user", "hi"), ("assistant", "echo hi")]
+
+
+def test_a_stream_broken_midway_ends_with_an_error_event_and_keeps_the_message(
+    llm_client: tuple[TestClient, FakeLlm],
+) -> None:
+    client, fake = llm_client
+    fake.break_after = 1
+    cid = new_conversation(client)
+    with client.stream("POST", f"/api/v1/conversations/{cid}/messages", json={"content": "hi", "stream": True}) as r:
+        assert r.status_code == 200  # the stream had begun: the break is told in the stream
+        text = "".join(r.iter_text())
+    name, error = events(text)[-1]
+    assert name == "error"
+    assert error["detail"] == "the LLM stream broke after 1 pieces (the LLM is unreachable (ReadError))"
+    # Unstreamed, the same break is a 503 with the reason.
+    response = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "again"})
+    assert (response.status_code, response.json()["detail"]) == (503, error["detail"])
+    stored = client.get(f"/api/v1/conversations/{cid}/messages").json()["items"]
+    assert [(m["role"], m["content"]) for m in stored] == [("user", "hi"), ("user", "again")]
+    assert client.get("/api/v1/health").json()["llm"] == "degraded"
+
+
+def test_a_stream_that_fails_before_its_first_piece_is_a_503_not_a_stream(
+    llm_client: tuple[TestClient, FakeLlm],
+) -> None:
+    client, fake = llm_client
+    fake.fail = httpx.ConnectError("refused")
+    cid = new_conversation(client)
+    response = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi", "stream": True})
+    assert response.status_code == 503
+    assert response.json()["detail"] == "the LLM is unreachable (ConnectError)"
+
+
+class StallingLlm(ThreadingHTTPServer):
+    """A real OpenAI-style server on 127.0.0.1 that waits ``stall_s`` before its first piece."""
+
+    daemon_threads = True
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                time.sleep(outer.stall_s)
+                body = sse(delta("late"))
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def _timed_post(tmp_path: Path, env: dict[str, str], stall_s: float) -> tuple[int, float, Any]:
+    server = StallingLlm(stall_s)
+    try:
+        s = Settings.from_env({"DATABASE_PATH": str(tmp_path / "c.db"), "LLM_BASE_URL": server.url, **env})
+        with TestClient(create_app(s)) as client:
+            cid = new_conversation(client)
+            started = time.monotonic()
+            response = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hi"})
+            return response.status_code, time.monotonic() - started, response.json()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stalled_llm_is_cut_off_at_the_timeout_with_a_503(tmp_path: Path) -> None:
+    status, took, body = _timed_post(tmp_path, {"LLM_TIMEOUT_S": "0.3"}, stall_s=2.0)
+    assert status == 503
+    assert body["detail"] == "the LLM did not answer in time (ReadTimeout)"
+    assert 0.25 < took < 1.5, f"answered after {took:.2f}s"
+
+
+def test_the_broken_variant_without_an_llm_timeout_waits_as_long_as_the_llm(tmp_path: Path) -> None:
+    """What the llm-slow scenario catches: this API hangs for as long as the model stalls."""
+    status, took, body = _timed_post(tmp_path, {"LLM_TIMEOUT_S": "0.3", "CHATBOT_BROKEN_NO_LLM_TIMEOUT": "1"}, 1.5)
+    assert status == 201, body
+    assert took >= 1.5
+
+
+def test_the_broken_variant_that_drops_the_message_on_an_llm_error(tmp_path: Path) -> None:
+    """What the llm ledgers catch: a 503 that claims the message is stored, with nothing stored."""
+    s = Settings.from_env({"DATABASE_PATH": str(tmp_path / "c.db"), "CHATBOT_BROKEN_DROP_ON_LLM_ERROR": "1"})
+    assert s.broken_drop_on_llm_error
+    with TestClient(create_app(s)) as client:
+        created = client.post("/api/v1/conversations", json={"id": "gone", "message": {"content": "ledger-x-1"}})
+        assert created.status_code == 503
+        assert created.json()["message"]["content"] == "ledger-x-1"
+        assert client.get("/api/v1/messages", params={"q": "ledger-x-"}).json()["count"] == 0
+        assert client.get("/api/v1/conversations/gone").status_code == 404
 
 
 # -- metrics --------------------------------------------------------------------------------------

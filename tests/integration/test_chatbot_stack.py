@@ -35,16 +35,15 @@ def chatbot() -> Iterator[Stack]:
         yield stack
 
 
-def test_health_reports_the_database_and_the_missing_llm(chatbot: Stack) -> None:
+def test_health_reports_the_database_and_the_model(chatbot: Stack) -> None:
     with chatbot.http() as client:
         response = client.get("/api/v1/health")
     assert response.status_code == 200, response.text
     body = response.json()
-    # No LLM in this stack: degraded, explicitly, and still 200 (conversations work).
-    assert (body["status"], body["database"], body["llm"]) == ("degraded", "ok", "unavailable")
+    assert (body["status"], body["database"], body["llm"]) == ("ok", "ok", "ok")
     checks = {c["name"]: c for c in body["checks"]}
     assert checks["database"]["details"] == {"journal_mode": "wal", "synchronous": "full"}
-    assert "LLM_BASE_URL is unset" in checks["llm"]["details"]
+    assert checks["llm"]["details"] == {"model": "stackcheck-tiny"}
 
 
 def test_a_conversation_is_written_and_read_back_through_nginx(chatbot: Stack) -> None:
@@ -54,14 +53,14 @@ def test_a_conversation_is_written_and_read_back_through_nginx(chatbot: Stack) -
         cid = created.json()["id"]
         stored = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "hello", "reply": False})
         assert stored.status_code == 201, stored.text
-        # An answer is wanted but no LLM is configured: the message is kept, the reason is given.
-        unanswered = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "are you there?"})
-        assert unanswered.status_code == 503
-        assert unanswered.json()["error"] == "llm_unavailable"
-        assert unanswered.headers["retry-after"] == "5"
-        assert unanswered.headers["strict-transport-security"].startswith("max-age=31536000")
+        answered = client.post(f"/api/v1/conversations/{cid}/messages", json={"content": "are you there?"})
+        assert answered.status_code == 201, answered.text
+        assert answered.headers["strict-transport-security"].startswith("max-age=31536000")
+        reply = answered.json()["reply"]
+        assert (reply["role"], reply["model"]) == ("assistant", "stackcheck-tiny:latest")
+        assert reply["content"], "the model wrote nothing"
         listed = client.get(f"/api/v1/conversations/{cid}/messages").json()
-    assert [m["content"] for m in listed["items"]] == ["hello", "are you there?"]
+    assert [m["content"] for m in listed["items"]] == ["hello", "are you there?", reply["content"]]
 
 
 def test_metrics_are_served_inside_and_not_at_the_edge(chatbot: Stack) -> None:

@@ -32,21 +32,30 @@ class Settings:
     llm_base_url: str | None  # OpenAI-style: {base}/v1/chat/completions; None: no LLM configured
     llm_model: str
     llm_api_key: str | None
-    llm_timeout_s: float
+    llm_timeout_s: float | None  # each piece of an answer (the first token too); None: broken variant
+    llm_answer_timeout_s: float | None  # the whole answer
+    llm_max_tokens: int  # per answer, unless a message asks for fewer or more
     llm_health_ttl_s: float  # how long one LLM probe result answers health requests
     health_timeout_s: float
     history_messages: int  # earlier messages sent to the LLM as context
+    # BROKEN VARIANTS, for the tests that show the chaos objectives fail (never set in a stack):
+    broken_drop_on_llm_error: bool = False  # an LLM error deletes the conversation's new message
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        # The broken variant "no LLM timeout": waits for the LLM as long as it takes.
+        no_timeout = env.get("CHATBOT_BROKEN_NO_LLM_TIMEOUT") == "1"
         return cls(
             database_path=env.get("DATABASE_PATH") or "/data/chatbot.db",
             llm_base_url=(env.get("LLM_BASE_URL") or "").rstrip("/") or None,
             llm_model=env.get("LLM_MODEL") or "chatbot",
             llm_api_key=_secret(env, "LLM_API_KEY"),
-            llm_timeout_s=_positive(env, "LLM_TIMEOUT_S", 30.0),
+            llm_timeout_s=None if no_timeout else _positive(env, "LLM_TIMEOUT_S", 30.0),
+            llm_answer_timeout_s=None if no_timeout else _positive(env, "LLM_ANSWER_TIMEOUT_S", 60.0),
+            llm_max_tokens=int(_positive(env, "LLM_MAX_TOKENS", 64)),
             llm_health_ttl_s=_positive(env, "LLM_HEALTH_TTL_S", 2.0),
             health_timeout_s=_positive(env, "HEALTH_TIMEOUT_S", 1.0),
             history_messages=int(_positive(env, "HISTORY_MESSAGES", 20)),
+            broken_drop_on_llm_error=env.get("CHATBOT_BROKEN_DROP_ON_LLM_ERROR") == "1",
         )

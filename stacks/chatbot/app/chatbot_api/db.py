@@ -223,6 +223,10 @@ class Database:
             if conn.execute("DELETE FROM conversations WHERE id = ?", (cid,)).rowcount == 0:
                 raise NotFound(f"conversation {cid} not found")
 
+    def delete_message(self, message_id: int) -> None:
+        with self.write() as conn:
+            conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
     # -- messages -------------------------------------------------------------------------------
     def add_message(
         self, cid: str, role: str, content: str, model: str | None = None, client_id: str | None = None

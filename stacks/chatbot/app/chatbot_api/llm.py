@@ -1,9 +1,17 @@
-"""The LLM link: an OpenAI-style chat completions endpoint (the local Ollama serves one)."""
+"""The LLM link: an OpenAI-style chat completions endpoint (the local Ollama serves one), always
+streamed, so an answer can be passed on token by token and a stall is seen between tokens.
+
+Timeouts: ``timeout_s`` bounds the wait for each piece (the first token included), and
+``answer_timeout_s`` the whole answer: a model that trickles forever is cut off too.
+"""
 
 from __future__ import annotations
 
+import itertools
+import json
 import threading
 import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,16 +42,52 @@ def _reason(exc: Exception) -> str:
     return f"the LLM answered something unreadable ({type(exc).__name__})"
 
 
+@dataclass
+class Stream:
+    """One answer being streamed: iterate for the content pieces; ``answer()`` once it is done."""
+
+    model: str
+    pieces: Iterator[str] = iter(())
+    source: Generator[str, None, None] | None = None  # the LLM response being read
+    content: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for piece in self.pieces:
+            self.content += piece
+            yield piece
+
+    def close(self) -> None:
+        """Stop reading (the client went away): the LLM connection is released now."""
+        if self.source is not None:
+            self.source.close()
+
+    def answer(self) -> Answer:
+        return Answer(self.content, self.model, self.prompt_tokens, self.completion_tokens)
+
+
 class Llm:
     def __init__(
-        self, base_url: str | None, model: str, api_key: str | None, timeout_s: float, health_ttl_s: float
+        self,
+        base_url: str | None,
+        model: str,
+        api_key: str | None,
+        timeout_s: float | None,
+        health_ttl_s: float,
+        answer_timeout_s: float | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         self.base_url = base_url
         self.model = model
         self.health_ttl_s = health_ttl_s
+        self.answer_timeout_s = answer_timeout_s
+        self.max_tokens = max_tokens
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # trust_env=False: no proxy variables can redirect the calls.
-        self._client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=3.0), headers=headers, trust_env=False)
+        # None: no timeout at all (only the broken test variant runs so). trust_env=False: no
+        # proxy variables can redirect the calls.
+        timeout = httpx.Timeout(timeout_s, connect=3.0) if timeout_s is not None else httpx.Timeout(None)
+        self._client = httpx.Client(timeout=timeout, headers=headers, trust_env=False)
         self._lock = threading.Lock()
         self._status: tuple[float, str | None] = (0.0, NOT_CONFIGURED if base_url is None else "not probed yet")
 
@@ -54,30 +98,60 @@ class Llm:
         with self._lock:
             self._status = (time.monotonic(), problem)
 
-    def complete(self, messages: list[dict[str, str]]) -> Answer:
+    def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> Stream:
+        """The answer as a stream; LlmUnavailable (with the reason) if it fails to start or
+        breaks on the way: the first piece is awaited here, so a dead or stalled LLM is known
+        before anything is sent to the client."""
         if self.base_url is None:
             raise LlmUnavailable(NOT_CONFIGURED)
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
+        if max_tokens or self.max_tokens:
+            body["max_tokens"] = max_tokens or self.max_tokens
+        body["stream_options"] = {"include_usage": True}
+        stream = Stream(self.model)
+        chunks = self._chunks(body, time.monotonic(), stream)
+        first = next(chunks, None)
+        stream.pieces = itertools.chain([first] if first is not None else [], chunks)
+        stream.source = chunks
+        return stream
+
+    def _chunks(self, body: dict[str, Any], started: float, stream: Stream) -> Generator[str, None, None]:
+        pieces = 0
         try:
-            resp = self._client.post(
-                f"{self.base_url}/v1/chat/completions",
-                json={"model": self.model, "messages": messages, "stream": False},
-            )
-            resp.raise_for_status()
-            body = resp.json()
-            content = body["choices"][0]["message"]["content"]
-            usage = body.get("usage") or {}
-            answer = Answer(
-                str(content),
-                str(body.get("model") or self.model),
-                int(usage.get("prompt_tokens") or 0),
-                int(usage.get("completion_tokens") or 0),
-            )
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-            problem = _reason(exc)
+            with self._client.stream("POST", f"{self.base_url}/v1/chat/completions", json=body) as resp:
+                resp.raise_for_status()
+                for line in resp.iter_lines():
+                    if self.answer_timeout_s is not None and time.monotonic() - started > self.answer_timeout_s:
+                        raise httpx.ReadTimeout(f"no complete answer within {self.answer_timeout_s:g}s")
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    stream.model = str(chunk.get("model") or stream.model)
+                    usage = chunk.get("usage") or {}
+                    if usage:
+                        stream.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                        stream.completion_tokens = int(usage.get("completion_tokens") or 0)
+                    for choice in chunk.get("choices") or ():
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            pieces += 1
+                            yield str(piece)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            problem = _reason(exc) if not pieces else f"the LLM stream broke after {pieces} pieces ({_reason(exc)})"
             self._remember(problem)
             raise LlmUnavailable(problem) from exc
+        if not stream.completion_tokens:
+            stream.completion_tokens = pieces
         self._remember(None)
-        return answer
+
+    def complete(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> Answer:
+        stream = self.stream(messages, max_tokens)
+        for _ in stream:
+            pass
+        return stream.answer()
 
     def problem(self, timeout_s: float) -> str | None:
         """None when the LLM answers its model list, else why not. One probe per TTL serves every

@@ -6,20 +6,22 @@ SQLite connections and the synchronous LLM client.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import metrics  # first: sets PROMETHEUS_MULTIPROC_DIR before prometheus_client loads
 from .config import Settings
 from .db import Conflict, Database, DatabaseUnavailable, Message, NotFound
-from .llm import Llm, LlmUnavailable, openai_messages
+from .llm import Llm, LlmUnavailable, Stream, openai_messages
 
 log = logging.getLogger("chatbot_api")
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -40,6 +42,8 @@ def _clean(value: str | None) -> str | None:
 class NewMessage(BaseModel):
     content: str = Field(..., min_length=1, max_length=MAX_CONTENT)
     reply: bool = True  # false: store the message only (no LLM answer wanted)
+    stream: bool = False  # the answer as Server-Sent Events, piece by piece
+    max_tokens: int | None = Field(None, ge=1, le=4096)  # else the API's LLM_MAX_TOKENS
 
     _text = validator("content", allow_reuse=True)(_clean)
 
@@ -61,6 +65,11 @@ def _error(status: int, error: str, detail: Any = None, **extra: Any) -> JSONRes
     return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status, headers=headers)
 
 
+def _event(data: dict[str, Any], name: str | None = None) -> str:
+    """One Server-Sent Event."""
+    return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n"
+
+
 def _errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # loc/msg/type only: "ctx" may echo the body or hold values JSON cannot encode.
     return [
@@ -79,8 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = s
         app.state.db = Database(s.database_path)
         app.state.db.open()
-        app.state.llm = Llm(s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout_s, s.llm_health_ttl_s)
+        app.state.llm = Llm(
+            s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout_s, s.llm_health_ttl_s,
+            s.llm_answer_timeout_s, s.llm_max_tokens,
+        )  # fmt: skip
         log.info("llm: %s (model %s)", s.llm_base_url or "not configured", s.llm_model)
+        if s.llm_timeout_s is None:
+            log.warning("BROKEN VARIANT: no LLM timeout (CHATBOT_BROKEN_NO_LLM_TIMEOUT=1)")
+        if s.broken_drop_on_llm_error:
+            log.warning("BROKEN VARIANT: an LLM error drops the message (CHATBOT_BROKEN_DROP_ON_LLM_ERROR=1)")
 
     @app.on_event("shutdown")
     def shutdown() -> None:
@@ -133,7 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = {
             "status": status,
             "database": "ok" if database_ok else "unavailable",
-            "llm": "ok" if llm_ok else "unavailable",
+            "llm": "ok" if llm_ok else "degraded",
             "checks": checks,
         }
         return JSONResponse(body, status_code=200 if database_ok else 503)
@@ -143,23 +159,60 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = metrics.render(request.app.state.db.count_conversations)
         return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 
-    def answer(state: Any, message: Message, conversation: dict[str, Any] | None = None) -> JSONResponse:
-        """Ask the LLM to answer the stored user message; store and return its answer. Without
-        an answer the user's message stays stored and the response is 503 with the reason."""
-        history = state.db.history(message.conversation_id, message.id, state.settings.history_messages)
-        try:
-            result = state.llm.complete(openai_messages(history, message.content))
-        except LlmUnavailable as exc:
-            metrics.LLM_REQUESTS.labels("unavailable").inc()
-            extra = {"conversation": conversation} if conversation else {}
-            return _error(503, "llm_unavailable", str(exc), **extra, message=message.as_json())
+    def unanswered(state: Any, message: Message, conversation: dict[str, Any] | None, exc: LlmUnavailable) -> None:
+        metrics.LLM_REQUESTS.labels("unavailable").inc()
+        if state.settings.broken_drop_on_llm_error:  # the broken variant: the stored message is lost
+            if conversation:
+                state.db.delete_conversation(message.conversation_id)
+            else:
+                state.db.delete_message(message.id)
+        log.info("no answer for message %s: %s", message.id, exc)
+
+    def store_reply(state: Any, message: Message, stream: Stream) -> Message:
+        answer = stream.answer()
         metrics.LLM_REQUESTS.labels("ok").inc()
-        metrics.MESSAGES.labels("assistant", result.model).inc()
-        metrics.TOKENS.labels(result.model, "prompt").inc(result.prompt_tokens)
-        metrics.TOKENS.labels(result.model, "completion").inc(result.completion_tokens)
-        reply, _ = state.db.add_message(message.conversation_id, "assistant", result.content, model=result.model)
-        body = {**(conversation or {}), "message": message.as_json(), "reply": reply.as_json()}
-        return JSONResponse(body, status_code=201)
+        metrics.MESSAGES.labels("assistant", answer.model).inc()
+        metrics.TOKENS.labels(answer.model, "prompt").inc(answer.prompt_tokens)
+        metrics.TOKENS.labels(answer.model, "completion").inc(answer.completion_tokens)
+        reply, _ = state.db.add_message(message.conversation_id, "assistant", answer.content, model=answer.model)
+        return reply  # type: ignore[no-any-return]
+
+    def answer(state: Any, message: Message, ask: NewMessage, conversation: dict[str, Any] | None = None) -> Response:
+        """Ask the LLM to answer the stored user message; store and return its answer. Without
+        an answer the user's message stays stored and the response is 503 with the reason; a
+        stream that breaks after it began ends with an ``error`` event with the reason."""
+        history = state.db.history(message.conversation_id, message.id, state.settings.history_messages)
+        extra = {"conversation": conversation} if conversation else {}
+        try:
+            stream = state.llm.stream(openai_messages(history, message.content), ask.max_tokens)
+            if not ask.stream:
+                for _ in stream:
+                    pass
+        except LlmUnavailable as exc:
+            unanswered(state, message, conversation, exc)
+            return _error(503, "llm_unavailable", str(exc), **extra, message=message.as_json())
+        if not ask.stream:
+            reply = store_reply(state, message, stream)
+            return JSONResponse({**(conversation or {}), "message": message.as_json(), "reply": reply.as_json()}, 201)
+
+        def events() -> Iterator[str]:
+            # Named events frame the answer; its pieces are unnamed data events (as OpenAI streams).
+            try:
+                yield _event({**(conversation or {}), "message": message.as_json()}, "stored")
+                try:
+                    for piece in stream:
+                        yield _event({"delta": piece})
+                except LlmUnavailable as exc:
+                    unanswered(state, message, conversation, exc)
+                    failure = {"error": "llm_unavailable", "detail": str(exc), "message": message.as_json()}
+                    yield _event(failure, "error")
+                    return
+                yield _event({"reply": store_reply(state, message, stream).as_json()}, "done")
+            finally:
+                stream.close()
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx passes each event on at once
+        return StreamingResponse(events(), status_code=200, media_type="text/event-stream", headers=headers)
 
     @app.post("/api/v1/conversations", status_code=201)
     def create_conversation(request: Request, body: ConversationCreate) -> Any:
@@ -172,7 +225,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.MESSAGES.labels("user", "").inc()
         if not first.reply:  # type: ignore[union-attr]
             return JSONResponse({**conversation, "message": message.as_json(), "reply": None}, status_code=201)
-        return answer(state, message, conversation)
+        return answer(state, message, first, conversation)  # type: ignore[arg-type]
 
     @app.get("/api/v1/conversations")
     def list_conversations(
@@ -204,7 +257,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"items": [m.as_json() for m in items], "count": len(items)}
 
     @app.post("/api/v1/conversations/{cid}/messages", status_code=201)
-    def post_message(request: Request, body: MessageCreate, cid: str = Path(..., regex=ID_PATTERN)) -> JSONResponse:
+    def post_message(request: Request, body: MessageCreate, cid: str = Path(..., regex=ID_PATTERN)) -> Response:
         """Store the user's message (committed before anything else happens), then answer it if wanted."""
         state = request.app.state
         message, created = state.db.add_message(cid, "user", body.content, client_id=body.client_id)
@@ -213,7 +266,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.MESSAGES.labels("user", "").inc()
         if not body.reply:
             return JSONResponse({"message": message.as_json(), "reply": None}, status_code=201)
-        return answer(state, message)
+        return answer(state, message, body)
 
     @app.get("/api/v1/messages")
     def search_messages(

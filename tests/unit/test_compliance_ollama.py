@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stackcheck import resources, stackfile
+from stackcheck import stackfile
 from stackcheck.compliance import runner
 from stackcheck.compliance.model import Outcome, Policy
 from stackcheck.compliance.ollama import pinned
@@ -80,8 +80,9 @@ def test_ollama_image_pinned_fails_on_a_mutable_tag() -> None:
 
 
 def test_a_stack_without_an_ollama_image_has_the_rules_disabled_as_not_applicable() -> None:
-    promptcard = stackfile.load(resources.reference_stack())
-    disabled = runner.scoped_policy(promptcard, None).disabled
+    web = {"image": "nginx", "networks": {"edge": []}, "ports": [8080]}
+    mini = {"stack": {"name": "mini"}, "networks": {"edge": {}}, "services": {"web": web}}
+    disabled = runner.scoped_policy(stackfile.parse(mini, Path("stack.toml")), None).disabled
     for rule_id in ("ollama-origins", "ollama-image-pinned"):
         assert disabled[rule_id] == (
             "not applicable: no service runs an image in ['ollama', 'ollama-tiny'] (the policy's only_with_images)"

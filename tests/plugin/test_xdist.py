@@ -70,7 +70,9 @@ def events(pytester: pytest.Pytester) -> list[list[str]]:
 
 
 @pytest.fixture
-def run(pytester: pytest.Pytester) -> pytest.Pytester:
+def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)  # this run itself may be a worker: the inner run is not
     pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
     pytester.makeconftest(FAKE_BOUNDARY)
     return pytester

@@ -25,7 +25,10 @@ from stackcheck.fixtures.stack import stack_file
 from stackcheck import stackfile
 from stackcheck.target import HttpTarget
 
-pytestmark = pytest.mark.compliance
+pytestmark = [
+    pytest.mark.compliance,
+    pytest.mark.exclusive("paced just under the API limit: no other traffic on its key"),
+]
 PACE_S = 0.13  # about 7.5 requests per second, under the 10 r/s of a usual API limit zone
 
 segments = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40).map(

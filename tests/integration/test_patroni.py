@@ -1,7 +1,9 @@
 """The Patroni cluster of design doc 004 (stacks/patroni): it boots on 2 cores, every rule of its
-policy holds on it, each cluster rule fails on a deliberately broken cluster, and one Q1 drill
-(leader SIGKILLed under writes through PgBouncer, tuned Patroni profile) meets Tier 1: RTO < 30 s,
-no acknowledged write lost, the old primary back as a replica."""
+policy holds on it, each cluster rule fails on a deliberately broken cluster, and one run of each
+drill (tuned Patroni profile): Q1 with the leader SIGKILLed and with it frozen meets Tier 1 (RTO
+< 30 s, no acknowledged write lost, the old primary back as a replica), Q1 with asynchronous
+replication fails naming the lost ids; Q3 (the leader partitioned from etcd) demotes it within
+ttl with no write acknowledged by two primaries, and with broken fencing detects split brain."""
 
 from __future__ import annotations
 

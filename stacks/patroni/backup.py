@@ -239,7 +239,7 @@ def _not_primary(cluster: Any, member: str) -> str | None:
     handle = cluster.stack.service(member)
     handle.docker.reload()
     if not handle.docker.attrs["State"]["Running"]:
-        raise StackError(f"{member} stopped while it restored:\n{handle.logs(30)}", "read the log above")
+        raise StackError(f"{member} stopped while it restored:\n{handle.logs(120)}", "read the log above")
     try:
         status = cluster.rest(member, "GET", "/primary", timeout=2.0).status_code
     except httpx.HTTPError as exc:

@@ -20,8 +20,9 @@ import pytest
 from stackcheck.chaos import faults
 from stackcheck.chaos.experiment import Experiment
 from stackcheck.chaos.meters import RtoMeter
-from stackcheck.stack import Stack
+from stackcheck.stack import ServiceHandle, Stack
 from stackcheck.stackfile import parse
+from stackcheck.waiting import wait_until
 from tests.integration.test_chaos_meters import _assert_nothing_left
 
 pytestmark = [
@@ -212,11 +213,19 @@ def test_partition_cuts_traffic_between_two_services_then_restores_it(stack: Sta
     assert_normal(stack)
 
 
+def _docker_says_healthy(handle: ServiceHandle) -> bool | None:
+    handle.docker.reload()
+    return True if handle.docker.attrs["State"]["Health"]["Status"] == "healthy" else None
+
+
 def test_health_check_reads_fresh_state_not_the_cached_attrs(stack: Stack) -> None:
     """The backend-kill verify step on a replica that is killed and not yet restarted must fail;
     the cached ``attrs`` it used to read still say healthy at that point."""
     web = stack.service("web")
     assert faults.not_healthy([web]) is None
+    # Docker's own status must say healthy too, so that the cached read below would pass (right
+    # after a boot it may still say starting: stackcheck runs the check itself until Docker's first).
+    assert wait_until(lambda: _docker_says_healthy(web), 10)
     exp = Experiment("health-fresh", stack)
     with faults.kill(web, journal=exp.journal):
         cached = web.docker.attrs["State"]

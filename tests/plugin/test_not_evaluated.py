@@ -29,6 +29,14 @@ ports = [8080]
 """
 
 
+# The policy scopes the Ollama rules to stacks that run Ollama (only_with_images): on this stack
+# they are DISABLED as not applicable, with the reason, and counted as disabled.
+NOT_APPLICABLE = dict.fromkeys(
+    ("ollama-origins", "ollama-image-pinned"),
+    "not applicable: no service runs an image in ['ollama', 'ollama-tiny'] (the policy's only_with_images)",
+)
+
+
 @pytest.fixture
 def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     plugins = " ".join(f"-p {p}" for p in PLUGINS)
@@ -92,7 +100,7 @@ def test_skip_xfail_xpass_and_setup_errors_are_not_evaluated_and_fail_the_gate(r
     assert set(flagged) == {"skipped", "xfailed", "xpassed", "errored"}
     assert all(m.startswith("NOT EVALUATED: ") for m in flagged.values())
     summary = (run.path / "out/run/summary.md").read_text()
-    assert "FAIL: 5 checks, 0 failed, 4 not evaluated, 0 disabled, 0 warnings" in summary
+    assert "FAIL: 5 checks, 0 failed, 4 not evaluated, 2 disabled, 0 warnings" in summary
 
 
 def test_a_check_disabled_by_name_with_a_reason_does_not_fail_the_gate(run: pytest.Pytester) -> None:
@@ -114,6 +122,7 @@ def test_a_check_disabled_by_name_with_a_reason_does_not_fail_the_gate(run: pyte
     assert results["disabled"] == {
         "not-run-at-all": "covered by the quarterly drill",
         "skipped": "staging has one database node",
+        **NOT_APPLICABLE,
     }
     html = (run.path / "out/run/index.html").read_text()
     assert "staging has one database node" in html
@@ -156,4 +165,4 @@ def test_an_area_whose_rules_are_all_disabled_is_not_a_check_of_its_own(run: pyt
     results = gate(run, "--policy", str(policy))
     assert results["checks"] == []
     assert results["verdict"] == "pass", results["breaches"]
-    assert results["disabled"] == dict.fromkeys(rules, "measured elsewhere")
+    assert results["disabled"] == dict.fromkeys(rules, "measured elsewhere") | NOT_APPLICABLE

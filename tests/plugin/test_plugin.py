@@ -63,7 +63,7 @@ def test_external_target_boots_nothing_and_container_checks_skip(run: pytest.Pyt
 def test_report_header_names_the_stack(run: pytest.Pytester) -> None:
     run.makepyfile("def test_nothing(): pass")
     result = run.runpytest_subprocess()
-    result.stdout.fnmatch_lines(["stackcheck stack: promptcard from *stack.toml: 6 services, 4 links"])
+    result.stdout.fnmatch_lines(["stackcheck stack: promptcard from *stack.toml: 7 services, 5 links"])
 
 
 def test_a_bad_stack_file_is_one_clear_error(run: pytest.Pytester) -> None:

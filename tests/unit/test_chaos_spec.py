@@ -37,7 +37,7 @@ def spec_of(data: dict[str, Any], path: Path = DEFAULT_STACK) -> StackSpec:
 def test_the_reference_scenarios_parse_into_typed_objects() -> None:
     chaos = spec_of(reference()).chaos
     assert list(chaos.scenarios) == [
-        "backend-kill", "primary-kill", "redis-kill", "db-latency", "db-reset-peer", "replica-partition",
+        "backend-kill", "primary-kill", "redis-kill", "db-latency", "db-reset-peer", "replica-partition", "llm-down",
     ]  # fmt: skip
     kill = chaos.scenarios["backend-kill"]
     assert (kill.fault, kill.targets, kill.probe, kill.traffic) == (

@@ -60,6 +60,7 @@ def test_the_reference_mix_is_todays_prompt_card_mix() -> None:
         "delete": ("DELETE", "write", 4, (204,)),
         "test-case-create": ("POST", "write", 4, (201,)),
         "test-cases": ("GET", "read", 4, (200,)),
+        "execute": ("POST", "llm", 3, (200,)),
         "health": ("GET", "health", 4, (200,)),
     }
     assert [(s.name, s.count, s.capture) for s in mix.seeds] == [("cards", 20, "id")]
@@ -69,8 +70,8 @@ def test_the_reference_mix_is_todays_prompt_card_mix() -> None:
     assert sweep.each is not None
     assert sweep.each.method == "DELETE"
     assert mix.request("delete").http.fields == (Field(Kind.TAKE, "create"),)
-    # Groups read/write/health, judged by default (read, endpoint by endpoint), write, health.
-    assert {r.group for r in mix.requests} == {"read", "write", "health"}
+    # Groups: read (judged endpoint by endpoint by default), write, health, llm.
+    assert {r.group for r in mix.requests} == {"read", "write", "health", "llm"}
 
 
 def test_a_stack_without_load_has_no_mix_and_a_load_run_says_so(tmp_path: Path) -> None:

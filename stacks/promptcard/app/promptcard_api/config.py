@@ -52,6 +52,7 @@ class Settings:
     llm_url: str | None
     llm_model: str
     llm_timeout_s: float
+    llm_max_tokens: int
     health_check_timeout_s: float
     cache_ttl_s: int
     db_pool_max_size: int
@@ -70,6 +71,9 @@ class Settings:
             llm_url=llm_url,
             llm_model=env.get("LLM_MODEL") or "llama3.2:1b",
             llm_timeout_s=_float(env, "LLM_TIMEOUT_S", 60.0),
+            # A bound on every answer: a model that never emits its end token would otherwise
+            # run to its context size.
+            llm_max_tokens=max(1, int(_float(env, "LLM_MAX_TOKENS", 256))),
             health_check_timeout_s=_float(env, "HEALTH_CHECK_TIMEOUT_S", 2.0),
             cache_ttl_s=max(1, int(_float(env, "CACHE_TTL_S", 30))),
             db_pool_max_size=max(1, int(_float(env, "DB_POOL_MAX_SIZE", 10))),

@@ -110,6 +110,15 @@ async def comprehensive(request: Request) -> Response:
         names = [m.get("name") for m in resp.json().get("models", []) if isinstance(m, dict)]
         if settings.llm_model not in names:
             return health.DEGRADED, f"model {settings.llm_model!r} not pulled"
+        # Listed is not answering: one token proves the model loads and generates.
+        answer = request.app.state.llm.post(
+            f"{settings.llm_url}/api/generate",
+            json={"model": settings.llm_model, "prompt": "ping", "stream": False, "options": {"num_predict": 1}},
+            timeout=timeout,
+        )
+        answer.raise_for_status()
+        if not answer.json().get("done"):
+            return health.DEGRADED, "the model did not finish a one-token answer"
         return health.HEALTHY, {"models": len(names)}
 
     probes: dict[str, Any] = {"database": database}
@@ -353,7 +362,12 @@ def execute(request: Request, card_id: UUID, body: ExecuteRequest | None = None)
     try:
         resp = request.app.state.llm.post(
             f"{settings.llm_url}/api/generate",
-            json={"model": settings.llm_model, "prompt": prompt, "stream": False},
+            json={
+                "model": settings.llm_model,
+                "prompt": prompt,
+                "stream": False,
+                "options": {"num_predict": settings.llm_max_tokens},
+            },
             timeout=httpx.Timeout(settings.llm_timeout_s, connect=3.0),
         )
     except httpx.TimeoutException:

@@ -175,6 +175,9 @@ class Cluster:
         )
 
 
+SETTLE_TIMEOUT_S = 30.0
+
+
 def wait_until(what: str, problem: Callable[[], str | None], timeout_s: float) -> float:
     """Poll ``problem`` until it returns None; the seconds it took, or StackError with the last problem."""
     started = time.monotonic()
@@ -352,6 +355,10 @@ def q1_once(
     stack: Stack, cluster: Cluster, exp: Experiment, variant: Variant = Variant.KILL, cut_replication: bool = False,
     k: int = 3,
 ) -> ExperimentResult:  # fmt: skip
+    # Patroni reports a replica's lag as of its last loop: the writes of a previous run can show
+    # for one loop_wait after they stopped. Settle first; the steady state then reads what is.
+    with contextlib.suppress(StackError):
+        wait_until("the cluster settles", cluster.healthy_problem, SETTLE_TIMEOUT_S)
     exp.steady_state("one leader, its standbys streaming, no lag", cluster.healthy_problem)
     old = cluster.leader()
     assert old is not None
@@ -595,6 +602,10 @@ def frozen_agent(stack: Stack, member: str, exp: Experiment) -> Iterator[None]:
 def q3_once(
     stack: Stack, cluster: Cluster, exp: Experiment, network: str, fencing_broken: bool = False, k: int = 3
 ) -> ExperimentResult:
+    # Patroni reports a replica's lag as of its last loop: the writes of a previous run can show
+    # for one loop_wait after they stopped. Settle first; the steady state then reads what is.
+    with contextlib.suppress(StackError):
+        wait_until("the cluster settles", cluster.healthy_problem, SETTLE_TIMEOUT_S)
     exp.steady_state("one leader, its standbys streaming, no lag", cluster.healthy_problem)
     old = cluster.leader()
     assert old is not None

@@ -199,14 +199,19 @@ class LedgerReport:
         return f"{self.acknowledged}/{self.attempted} writes acknowledged; {lost}{extra}{dup}; RPO {self.rpo_s:.3f}s"
 
 
-def _ranges(ids: Iterable[int]) -> str:
-    spans: list[list[int]] = []
+def spans(ids: Iterable[int]) -> list[tuple[int, int]]:
+    """Ledger numbers as runs of consecutive ones, (first, last) each: what a message lists."""
+    runs: list[list[int]] = []
     for n in sorted(ids):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
         else:
-            spans.append([n, n])
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+            runs.append([n, n])
+    return [(a, b) for a, b in runs]
+
+
+def _ranges(ids: Iterable[int]) -> str:
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans(ids))
 
 
 @dataclass

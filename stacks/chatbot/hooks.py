@@ -35,6 +35,7 @@ import docker.errors
 from stackcheck import engine
 from stackcheck.chaos import faults
 from stackcheck.chaos.experiment import Experiment, ExperimentResult
+from stackcheck.chaos.meters import spans
 from stackcheck.chaos.scenarios import ScenarioRun
 from stackcheck.chaos.spec import Scenario
 from stackcheck.chaos.workloads import LedgerStore, answer_problem
@@ -92,13 +93,7 @@ def _json_line(output: str, what: str) -> dict[str, Any]:
 
 def _ids(run: str, numbers: Sequence[int]) -> str:
     """Ledger ids (``${id}`` = RUN-N) as ranges: RUN-1..40, RUN-52."""
-    spans: list[list[int]] = []
-    for n in sorted(numbers):
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return ", ".join(f"{run}-{a}" if a == b else f"{run}-{a}..{b}" for a, b in spans)
+    return ", ".join(f"{run}-{a}" if a == b else f"{run}-{a}..{b}" for a, b in spans(numbers))
 
 
 class Drill:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import docker
 import docker.errors
 
-from stackcheck.stack import RUN_LABEL
+from stackcheck import stackfile
+from stackcheck.stack import DEFAULT_STACK, RUN_LABEL
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,8 @@ class RunWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def reference_containers() -> int:
+    """How many containers the reference stack runs: from its stack file, not a count kept by hand."""
+    return sum(len(svc.instances()) for svc in stackfile.load(DEFAULT_STACK).services.values())

@@ -57,7 +57,7 @@ def test_a_conversation_is_written_and_read_back_through_nginx(chatbot: Stack) -
         assert answered.status_code == 201, answered.text
         assert answered.headers["strict-transport-security"].startswith("max-age=31536000")
         reply = answered.json()["reply"]
-        assert (reply["role"], reply["model"]) == ("assistant", "stackcheck-tiny:latest")
+        assert (reply["role"], reply["model"]) == ("assistant", "stackcheck-tiny")  # the name the API asked for
         assert reply["content"], "the model wrote nothing"
         listed = client.get(f"/api/v1/conversations/{cid}/messages").json()
     assert [m["content"] for m in listed["items"]] == ["hello", "are you there?", reply["content"]]
@@ -109,8 +109,12 @@ def test_the_gate_passes_the_chatbot_stack(tmp_path: Path) -> None:
         assert verdicts.get(name) == "passed", (name, verdicts.get(name))
     for scenario in results["chaos"]:
         rto, rpo, objective = scenario["rto"], scenario["rpo"], scenario["objective"]
-        print(f"{scenario['scenario']}: RTO {rto['rto_s']:.2f}s, {rpo['acknowledged']}/{rpo['attempted']} acknowledged")
-        assert rto["rto_s"] <= objective["rto_s"]
+        # A scenario whose probe never failed (llm-slow: answers slow down, none fails) has no RTO.
+        seen = "no outage" if rto["rto_s"] is None else f"RTO {rto['rto_s']:.2f}s"
+        print(f"{scenario['scenario']}: {seen}, {rpo['acknowledged']}/{rpo['attempted']} acknowledged")
+        assert scenario["passed"], scenario["scenario"]
+        if rto["rto_s"] is not None and objective.get("rto_s") is not None:
+            assert rto["rto_s"] <= objective["rto_s"]
         assert rpo["acknowledged"] > 0
         assert rpo["lost"] == []
 

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from stackcheck.stack import RUN_LABEL, RUNS_DIR, Stack, remove_runs
-from tests.integration.leftovers import containers, leftovers, mounted_volumes
+from tests.integration.leftovers import containers, leftovers, mounted_volumes, reference_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SERVICES, NETWORKS = 7, 3  # the reference stack's containers and networks
+SERVICES, NETWORKS = reference_containers(), 3  # the reference stack's containers and networks
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

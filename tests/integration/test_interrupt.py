@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from stackcheck.stack import Stack, remove_runs
-from tests.integration.leftovers import Leftovers, RunWatch, containers, run_ids, wait_gone
+from tests.integration.leftovers import Leftovers, RunWatch, containers, reference_containers, run_ids, wait_gone
 
 pytestmark = [
     pytest.mark.docker,
@@ -23,7 +23,7 @@ pytestmark = [
     pytest.mark.exclusive("bounds in seconds on teardown after a signal"),
 ]
 
-SERVICES = 7
+SERVICES = reference_containers()
 CLEAN_WITHIN_S = 5.0
 
 

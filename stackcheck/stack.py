@@ -700,7 +700,9 @@ def remove_runs(
 ) -> tuple[int, int]:
     """Remove containers and networks of one run (or every stackcheck run): returns the counts."""
     label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
-    containers = client.containers.list(all=True, filters={"label": label})
+    # sparse: no inspect per container, which fails (NotFound) when a concurrent teardown (an
+    # interrupted boot's threads, the reaper) removed one between the list and the inspect.
+    containers = client.containers.list(all=True, filters={"label": label}, sparse=True)
     # In parallel: a stopping stack must be gone within seconds, and each removal waits for a kill.
     with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
         list(pool.map(_remove_container, containers))

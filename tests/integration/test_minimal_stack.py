@@ -71,6 +71,9 @@ def test_a_minimal_stack_gets_a_verdict_on_every_rule_within_a_minute(tmp_path: 
         if outcome == "not_evaluated":
             assert "not applicable: " in rest, f"{rule}: NOT EVALUATED without a not-applicable reason: {rest}"
             assert f'[disabled] {rule} = "reason"' in rest, f"{rule}: does not say how to disable it: {rest}"
+        elif outcome == "disabled":  # only the policy's own image scope (only_with_images) disables here
+            assert "not applicable: no service runs an image in" in rest, f"{rule}: disabled: {rest}"
+            assert "only_with_images" in rest, f"{rule}: disabled without saying by what: {rest}"
         else:
             assert outcome in ("pass", "fail"), f"{rule}: {outcome} {rest}"
             assert len(rest.split()) > 1, f"{rule}: {outcome} without evidence"

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from stackcheck.background import BackgroundLoop
 from stackcheck.waiting import wait_until
 
 Probe = Callable[[float], bool]  # called with its timeout in seconds; True when the service answered correctly
@@ -215,15 +216,14 @@ def _ranges(ids: Iterable[int]) -> str:
 
 
 @dataclass
-class WriteLedger:
-    """Issue numbered writes (from a background thread with ``run_in_background``, or one by one)."""
+class WriteLedger(BackgroundLoop):
+    """Issue numbered writes (every ``interval_s`` in a background thread while the ``with`` block
+    runs, or one by one with ``write``)."""
 
     writer: Writer
     interval_s: float = 0.02
     acks: dict[int, float] = field(default_factory=dict)  # write number -> monotonic ack time
     attempted: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
     def write(self) -> bool:
         number = self.attempted + 1
@@ -235,21 +235,8 @@ class WriteLedger:
         self.acks[number] = time.monotonic()
         return True
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.write()
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> WriteLedger:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="write-ledger", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    def tick(self) -> None:
+        self.write()
 
     def acked_between(self, start: float, end: float) -> set[int]:
         return {n for n, t in self.acks.items() if start <= t <= end}

@@ -24,6 +24,7 @@ import httpx
 import psycopg
 
 from stackcheck import waiting
+from stackcheck.background import BackgroundLoop
 from stackcheck.chaos import faults
 from stackcheck.chaos.experiment import Experiment, ExperimentResult
 from stackcheck.chaos.journal import EventKind
@@ -460,9 +461,11 @@ def split_brain(served: dict[int, tuple[str, int, float]], addresses: dict[str, 
     return None
 
 
-class RolePoller:
+class RolePoller(BackgroundLoop):
     """Polls one member directly (not through the application's path): PostgreSQL's own
     ``pg_is_in_recovery()`` over its published port, and its Patroni REST role, every 0.2 s."""
+
+    interval_s = 0.2
 
     def __init__(self, cluster: Cluster, member: str) -> None:
         self.cluster, self.member = cluster, member
@@ -472,21 +475,22 @@ class RolePoller:
         env = {k: cluster.stack.render(v) for k, v in handle.service.env.items()}
         self.password, self.dbname = env["POSTGRES_PASSWORD"], env.get("POSTGRES_DB", "postgres")
         self.samples: list[tuple[float, bool | None, str | None]] = []  # (mono, in recovery, REST role)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[Any] | None = None
 
-    def _recovery(self, conn: list[psycopg.Connection[Any]]) -> bool | None:
+    @property
+    def loop_name(self) -> str:
+        return f"role-{self.member}"
+
+    def _recovery(self) -> bool | None:
         try:
-            if not conn:
-                conn.append(psycopg.connect(
+            if self._conn is None:
+                self._conn = psycopg.connect(
                     host="127.0.0.1", port=self.pg_port, dbname=self.dbname, user="postgres",
                     password=self.password, connect_timeout=1, autocommit=True,
-                ))  # fmt: skip
-            return bool(conn[0].execute("SELECT pg_is_in_recovery()").fetchone()[0])  # type: ignore[index]
+                )  # fmt: skip
+            return bool(self._conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])  # type: ignore[index]
         except psycopg.Error:
-            for c in conn:
-                c.close()
-            conn.clear()
+            self.finish()
             return None  # not answering: not a writable primary either
 
     def _role(self) -> str | None:
@@ -495,25 +499,14 @@ class RolePoller:
         except (httpx.HTTPError, ValueError, KeyError):
             return None
 
-    def _loop(self) -> None:
-        conn: list[psycopg.Connection[Any]] = []
-        while not self._stop.is_set():
-            at = time.monotonic()
-            self.samples.append((at, self._recovery(conn), self._role()))
-            self._stop.wait(max(0.0, 0.2 - (time.monotonic() - at)))
-        for c in conn:
-            c.close()
+    def tick(self) -> None:
+        at = time.monotonic()
+        self.samples.append((at, self._recovery(), self._role()))
 
-    def __enter__(self) -> RolePoller:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=f"role-{self.member}", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    def finish(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def not_primary_at(self, since: float) -> float | None:
         """The first sample after ``since`` where PostgreSQL was no writable primary (in recovery or down)."""

@@ -8,7 +8,6 @@ stacks that do.)
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import docker
 import docker.errors
 
 from stackcheck import stackfile
+from stackcheck.background import BackgroundLoop
 from stackcheck.stack import DEFAULT_STACK, RUN_LABEL
 
 
@@ -87,33 +87,20 @@ def wait_gone(client: docker.DockerClient, run_id: str, volumes: Iterable[str], 
 
 
 @dataclass
-class RunWatch:
+class RunWatch(BackgroundLoop):
     """Every 0.2 s while the block runs: which runs not in ``before`` appeared, and the volumes
     their containers mount (a run id is only known once its first container or network exists)."""
 
     client: docker.DockerClient
     before: set[str]
     volumes: dict[str, set[str]] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
     def new_runs(self) -> list[str]:
         return sorted(self.volumes)
 
-    def _poll(self) -> None:
-        while not self._stop.wait(0.2):
-            for run_id in run_ids(self.client) - self.before:
-                self.volumes.setdefault(run_id, set()).update(mounted_volumes(self.client, run_id))
-
-    def __enter__(self) -> RunWatch:
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+    def tick(self) -> None:
+        for run_id in run_ids(self.client) - self.before:
+            self.volumes.setdefault(run_id, set()).update(mounted_volumes(self.client, run_id))
 
 
 def reference_containers() -> int:

@@ -225,6 +225,28 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0 if met else 1
 
 
+def cmd_sign_off(args: argparse.Namespace) -> int:
+    from stackcheck.load.history import History, SignOff
+    from stackcheck.report.common import wall_clock
+    from stackcheck.report.drill import accepted_text, render_signed
+
+    history = History(args.history_url)
+    sign = SignOff(
+        reviewer=args.reviewer, accepted=args.verdict != "reject", at=wall_clock(time.time()), note=args.note,
+        breach_accepted=args.accept_breach, operator=args.operator,
+    )  # fmt: skip
+    record = history.sign_off(args.run_id, sign)
+    _say(f"drill run {record.run_id}: signed off by {record.reviewer} at {record.signed_off_at}, "
+         f"accepted: {accepted_text(record)}")  # fmt: skip
+    run_dir = (Path(args.reports_dir) / record.run_id).resolve()
+    if (run_dir / "results.json").is_file():
+        html, markdown = render_signed(run_dir, record, history)
+        _say(f"record: {html}\n        {markdown}")
+    else:
+        _say(f"no record folder {run_dir}: the sign-off is in the history only (--reports-dir to name the folder)")
+    return 0
+
+
 def cmd_load_run(args: argparse.Namespace) -> int:
     # Imported here: the load package pulls in hdrh, which other commands do not need.
     from stackcheck.load import History, LoadRun, Mode, breach_table, profiles
@@ -404,6 +426,23 @@ def parser() -> argparse.ArgumentParser:
     drill.add_argument("--history-url", default=None, help="postgresql://... (default: reports/history.sqlite)")
     drill.add_argument("--no-history", action="store_true", help="record nothing, show no earlier drills")
     drill.set_defaults(func=cmd_drill)
+    sign = sub.add_parser(
+        "sign-off", help="a reviewer's verdict on a drill run: stored in the history, written into its record"
+    )
+    sign.add_argument("run_id", help="the drill run (the folder `stackcheck drill` wrote, under reports/)")
+    sign.add_argument("--reviewer", required=True, help="who reviewed the drill record")
+    verdict = sign.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--accept", dest="verdict", action="store_const", const="accept", help="outcome accepted")
+    verdict.add_argument("--reject", dest="verdict", action="store_const", const="reject", help="outcome rejected")
+    verdict.add_argument(
+        "--accept-breach", metavar="REASON", default=None,
+        help="accept a drill that breached its objectives, for this reason (--accept refuses a breached drill)",
+    )  # fmt: skip
+    sign.add_argument("--note", default=None, help="the reviewer's note, shown with the sign-off")
+    sign.add_argument("--operator", default=None, help="who ran the drill, when the record has none")
+    sign.add_argument("--history-url", default=None, help="postgresql://... (default: reports/history.sqlite)")
+    sign.add_argument("--reports-dir", default=REPORTS_DIR, help="where the drill's folder is (default: reports/)")
+    sign.set_defaults(func=cmd_sign_off)
     init = sub.add_parser("init", help="write a starter stack file and policy (from a docker-compose file or none)")
     init.add_argument("--from-compose", metavar="FILE", help="translate this docker-compose file")
     init.add_argument(

@@ -64,11 +64,16 @@ CREATE TABLE IF NOT EXISTS drill_runs (
     breaches TEXT NOT NULL,
     operator TEXT,
     reviewer TEXT,
-    accepted INTEGER
+    accepted INTEGER,
+    signed_off_at TEXT,
+    sign_off_note TEXT,
+    breach_accepted TEXT
 )"""
+# Sign-off columns added after the first drill histories were written: added to those on open.
+SIGN_OFF_COLUMNS = {"signed_off_at": "TEXT", "sign_off_note": "TEXT", "breach_accepted": "TEXT"}
 DRILL_COLUMNS = (
     "run_id, created_at, drill, scenario, stack, git_rev, rto_s, rto_objective_s, rpo_s, rpo_objective_s,"
-    " acknowledged, lost, passed, breaches, operator, reviewer, accepted"
+    " acknowledged, lost, passed, breaches, operator, reviewer, accepted, signed_off_at, sign_off_note, breach_accepted"
 )
 COLUMNS = (
     "run_id, created_at, stack, git_rev, profile, profile_hash, mode, workers, fingerprint, cpu_model, cores,"
@@ -164,7 +169,8 @@ class RunRecord:
 @dataclass(frozen=True)
 class DrillRecord:
     """One DR drill as the history keeps it: what was measured against the tier's objectives, the
-    verdict, and the sign-off fields (reviewer and acceptance are filled in by hand: None until then)."""
+    verdict, and the sign-off fields (None until ``stackcheck sign-off`` fills them in once:
+    reviewer, accepted, when, a note, and for a breached drill accepted anyway the reason)."""
 
     run_id: str
     created_at: str
@@ -183,23 +189,71 @@ class DrillRecord:
     operator: str | None = None
     reviewer: str | None = None
     accepted: bool | None = None
+    signed_off_at: str | None = None
+    note: str | None = None
+    breach_accepted: str | None = None  # why a breached drill was accepted all the same
+
+    @property
+    def signed_off(self) -> bool:
+        return self.reviewer is not None
 
     def row(self) -> tuple[Any, ...]:
         return (
             self.run_id, self.created_at, self.drill, self.scenario, self.stack, self.git_rev, self.rto_s,
             self.rto_objective_s, self.rpo_s, self.rpo_objective_s, self.acknowledged, self.lost, int(self.passed),
             json.dumps(list(self.breaches)), self.operator, self.reviewer,
-            None if self.accepted is None else int(self.accepted),
+            None if self.accepted is None else int(self.accepted), self.signed_off_at, self.note,
+            self.breach_accepted,
         )  # fmt: skip
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> DrillRecord:
         (run_id, created, drill, scenario, stack, rev, rto, rto_obj, rpo, rpo_obj, acked, lost, passed, breaches,
-         operator, reviewer, accepted) = row  # fmt: skip
+         operator, reviewer, accepted, signed_at, note, breach_accepted) = row  # fmt: skip
         return cls(
             run_id, created, drill, scenario, stack, rev, rto, rto_obj, rpo, rpo_obj, acked, lost, bool(passed),
             tuple(json.loads(breaches)), operator, reviewer, None if accepted is None else bool(accepted),
+            signed_at, note, breach_accepted,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SignOff:
+    """A reviewer's verdict on one drill run. Accepting a run that breached its objectives takes
+    ``breach_accepted``, the reason: a breach is never signed off as met by a plain accept."""
+
+    reviewer: str
+    accepted: bool
+    at: str  # wall clock, as the records' dates
+    note: str | None = None
+    breach_accepted: str | None = None
+    operator: str | None = None  # fills in a record run without --operator
+
+    def problem(self, record: DrillRecord) -> tuple[str, str] | None:
+        """Why this sign-off may not go onto ``record`` (problem, fix), or None."""
+        run = f"drill run {record.run_id}"
+        if record.signed_off:
+            verdict = "accepted" if record.accepted else "rejected"
+            return (
+                f"{run} was already signed off: {verdict} by {record.reviewer} at {record.signed_off_at}",
+                "a sign-off is final; run the drill again for a new record to sign off",
+            )
+        if not self.reviewer.strip():
+            return f"no reviewer for {run}", "name the reviewer: --reviewer NAME"
+        if self.accepted and not record.passed and not self.breach_accepted:
+            breaches = "; ".join(record.breaches) or "verdict FAIL"
+            return (
+                f"{run} breached its objectives ({breaches}): a plain accept is refused",
+                "--reject it, or accept the breach knowingly with --accept-breach 'REASON'",
+            )
+        if self.breach_accepted is not None and record.passed:
+            return f"{run} met its objectives: there is no breach to accept", "sign it off with --accept"
+        if self.operator and record.operator and self.operator != record.operator:
+            return (
+                f"{run} was run by operator {record.operator}, not {self.operator}",
+                "leave out --operator: it only fills in a record run without one",
+            )
+        return None
 
 
 class History:
@@ -210,6 +264,14 @@ class History:
         self.postgres = self.url.startswith(("postgresql://", "postgres://"))
         self._execute(SCHEMA)
         self._execute(DRILL_SCHEMA)
+        self._add_sign_off_columns()
+
+    def _add_sign_off_columns(self) -> None:
+        with self._connect() as conn:
+            have = {d[0] for d in conn.execute("SELECT * FROM drill_runs WHERE 1 = 0").description}
+            for name, kind in SIGN_OFF_COLUMNS.items():
+                if name not in have:
+                    conn.execute(f"ALTER TABLE drill_runs ADD COLUMN {name} {kind}")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[Any]:
@@ -264,6 +326,41 @@ class History:
     def add_drill(self, record: DrillRecord) -> None:
         marks = ", ".join("?" * len(record.row()))
         self._execute(f"INSERT INTO drill_runs ({DRILL_COLUMNS}) VALUES ({marks})", record.row())
+
+    def drill_run(self, run_id: str) -> DrillRecord | None:
+        rows = self._execute(f"SELECT {DRILL_COLUMNS} FROM drill_runs WHERE run_id = ?", (run_id,))
+        return DrillRecord.from_row(rows[0]) if rows else None
+
+    def sign_off(self, run_id: str, sign: SignOff) -> DrillRecord:
+        """Fill in the sign-off fields of a stored drill run, once; returns the updated record."""
+        record = self.drill_run(run_id)
+        if record is None:
+            recent = self._execute("SELECT run_id FROM drill_runs ORDER BY created_at DESC LIMIT 3")
+            where = self.url.split("@")[-1]
+            raise HistoryError(
+                f"no drill run {run_id!r} in the history at {where}",
+                "pass the run id `stackcheck drill` printed (its record's folder name)"
+                + (f", e.g. {', '.join(r[0] for r in recent)}" if recent else "")
+                + ", and the --history-url the drill used",
+            )
+        problem = sign.problem(record)
+        if problem is not None:
+            raise HistoryError(*problem)
+        with self._connect() as conn:
+            # Only an unsigned row: a sign-off racing this one leaves it untouched (rowcount 0).
+            changed = conn.execute(
+                self._sql(
+                    "UPDATE drill_runs SET reviewer = ?, accepted = ?, signed_off_at = ?, sign_off_note = ?,"
+                    " breach_accepted = ?, operator = COALESCE(operator, ?) WHERE run_id = ? AND reviewer IS NULL"
+                ),
+                (sign.reviewer, int(sign.accepted), sign.at, sign.note, sign.breach_accepted, sign.operator, run_id),
+            ).rowcount
+        updated = self.drill_run(run_id)
+        assert updated is not None
+        if changed != 1:
+            raced = sign.problem(updated)
+            raise HistoryError(*(raced or (f"drill run {run_id} was not updated", "run the sign-off again")))
+        return updated
 
     def drills(self, drill: str, stack: str, limit: int = 20) -> list[DrillRecord]:
         """The last ``limit`` runs of one drill on one stack, oldest first (quarter over quarter)."""

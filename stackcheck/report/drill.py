@@ -1,8 +1,10 @@
 """The DR drill record: one chaos scenario written up for people (drill.html and drill.md).
 
 Scenario, objective, every step with its wall-clock time, RTO/RPO against the objectives,
-observations, breaches, sign-off fields to fill in by hand, and the earlier runs of the same drill
-on the same stack from the history (quarter over quarter); the run is then added to the history.
+observations, breaches, sign-off fields, and the earlier runs of the same drill on the same stack
+from the history (quarter over quarter); the run is then added to the history. The sign-off
+fields are blank until ``stackcheck sign-off`` stores them in the history and writes the record
+again with them (``render_signed``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from stackcheck.report.summary import cell, md_table
 from stackcheck.results import ResultsError, load_results
 
 BLANK = "______________________"
+CHECKBOXES = "[ ] yes  [ ] no"  # to tick by hand on a printed record
 
 
 def find_experiment(data: dict[str, Any], scenario: str) -> dict[str, Any]:
@@ -51,13 +54,34 @@ def render_drill(
     with entries_checked(results):
         record = drill_record(data, exp, drill or scenario, operator)
         earlier = history.drills(record.drill, record.stack) if history is not None else None
-        html, markdown = drill_html(data, exp, operator, earlier), drill_md(data, exp, operator, earlier)
-    html_path, md_path = run_dir / "drill.html", run_dir / "drill.md"
-    html_path.write_text(html)
-    md_path.write_text(markdown)
+        html_path, md_path = _write(run_dir, data, exp, record, earlier)
     if history is not None:
         history.add_drill(record)
     return html_path, md_path, bool(exp.get("passed"))
+
+
+def render_signed(run_dir: Path, record: DrillRecord, history: History) -> tuple[Path, Path]:
+    """Write drill.html and drill.md of a signed-off run again, with its sign-off and the same
+    earlier runs (those before it in the history; later ones are not earlier drills of it)."""
+    results = run_dir / "results.json"
+    data = load_results(results)
+    exp = find_experiment(data, record.scenario)
+    earlier = [
+        r
+        for r in history.drills(record.drill, record.stack)
+        if (r.created_at, r.run_id) < (record.created_at, record.run_id)
+    ]
+    with entries_checked(results):
+        return _write(run_dir, data, exp, record, earlier)
+
+
+def _write(
+    run_dir: Path, data: dict[str, Any], exp: dict[str, Any], record: DrillRecord, earlier: list[DrillRecord] | None
+) -> tuple[Path, Path]:
+    html_path, md_path = run_dir / "drill.html", run_dir / "drill.md"
+    html_path.write_text(drill_html(data, exp, record, earlier))
+    md_path.write_text(drill_md(data, exp, record, earlier))
+    return html_path, md_path
 
 
 def drill_record(data: dict[str, Any], exp: dict[str, Any], drill: str, operator: str | None) -> DrillRecord:
@@ -84,7 +108,15 @@ def drill_record(data: dict[str, Any], exp: dict[str, Any], drill: str, operator
 
 
 HISTORY_HEADERS = ("run", "date", "RTO", "RTO objective", "RPO", "RPO objective", "lost / acknowledged", "outcome",
-                   "operator", "reviewer", "accepted")  # fmt: skip
+                   "operator", "reviewer", "signed off", "accepted", "note")  # fmt: skip
+
+
+def accepted_text(record: DrillRecord) -> str:
+    if record.accepted is None:
+        return "-"
+    if not record.accepted:
+        return "no"
+    return f"yes, breach accepted: {record.breach_accepted}" if record.breach_accepted else "yes"
 
 
 def _history_rows(earlier: list[DrillRecord]) -> list[tuple[str, ...]]:
@@ -103,7 +135,9 @@ def _history_rows(earlier: list[DrillRecord]) -> list[tuple[str, ...]]:
             "PASS" if r.passed else "FAIL: " + "; ".join(r.breaches),
             sign(r.operator),
             sign(r.reviewer),
-            "-" if r.accepted is None else ("yes" if r.accepted else "no"),
+            sign(r.signed_off_at),
+            accepted_text(r),
+            sign(r.note),
         )
         for r in earlier
     ]
@@ -157,8 +191,27 @@ def _history_md(exp: dict[str, Any], earlier: list[DrillRecord] | None) -> list[
     return ["## Earlier drills", "", _history_intro(exp, earlier), "", *md_table(HISTORY_HEADERS, rows)]
 
 
+def _sign_off(record: DrillRecord) -> list[tuple[str, str]]:
+    """The sign-off fields: as signed, or blank lines to fill in by hand."""
+    if not record.signed_off:
+        return [
+            ("operator", record.operator or BLANK),
+            ("reviewer", BLANK),
+            ("date", BLANK),
+            ("outcome accepted", CHECKBOXES),
+            ("notes", BLANK),
+        ]
+    return [
+        ("operator", record.operator or "-"),
+        ("reviewer", str(record.reviewer)),
+        ("date", record.signed_off_at or "-"),
+        ("outcome accepted", accepted_text(record)),
+        ("notes", record.note or "-"),
+    ]
+
+
 def drill_html(
-    data: dict[str, Any], exp: dict[str, Any], operator: str | None, earlier: list[DrillRecord] | None = None
+    data: dict[str, Any], exp: dict[str, Any], record: DrillRecord, earlier: list[DrillRecord] | None = None
 ) -> str:
     passed = bool(exp.get("passed"))
     scenario = escape(str(exp.get("scenario", "?")))
@@ -199,24 +252,14 @@ def drill_html(
         else '<p class="empty">none recorded</p>',
         _history_html(exp, earlier),
         "<h2>Sign-off</h2>",
-        page.table(
-            ("field", "entry"),
-            [
-                ("operator", operator or BLANK),
-                ("reviewer", BLANK),
-                ("date", BLANK),
-                ("outcome accepted", "[ ] yes    [ ] no"),
-                ("notes", BLANK),
-            ],
-            "signoff",
-        ),
+        page.table(("field", "entry"), _sign_off(record), "signoff"),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
 
 
 def drill_md(
-    data: dict[str, Any], exp: dict[str, Any], operator: str | None, earlier: list[DrillRecord] | None = None
+    data: dict[str, Any], exp: dict[str, Any], record: DrillRecord, earlier: list[DrillRecord] | None = None
 ) -> str:
     breaches = exp.get("breaches") or []
     observations = exp.get("observations") or []
@@ -245,10 +288,6 @@ def drill_md(
         "",
         "## Sign-off",
         "",
-        f"- Operator: {cell(operator) if operator else BLANK}",
-        f"- Reviewer: {BLANK}",
-        f"- Date: {BLANK}",
-        "- Outcome accepted: [ ] yes  [ ] no",
-        f"- Notes: {BLANK}",
+        *(f"- {field.capitalize()}: {v if v in (BLANK, CHECKBOXES) else cell(v)}" for field, v in _sign_off(record)),
     ]
     return "\n".join(lines) + "\n"

@@ -34,7 +34,7 @@ def test_drill_record_of_a_passed_scenario(make_run: MakeRun) -> None:
     assert html.count("<svg") == 2  # timeline and RTO bar
     assert "<td>operator</td><td>alice</td>" in html
     assert "<td>reviewer</td><td>______________________</td>" in html
-    assert "<td>outcome accepted</td><td>[ ] yes    [ ] no</td>" in html
+    assert "<td>outcome accepted</td><td>[ ] yes  [ ] no</td>" in html
     md = md_path.read_text()
     assert md.startswith("# DR drill record: backend-kill\n")
     assert "- Outcome: **PASS**, objectives met" in md
@@ -184,7 +184,7 @@ def test_a_drill_name_runs_its_scenario_and_the_history_shows_earlier_drills(
     assert "1 earlier run(s) of drill q1 on this stack in the history, oldest first" in md
     assert (
         f"| {first.name} | 2026-11-22 04:38:40.306 UTC | 7.250 s | 5 s | 0.000 s | none set | 0 / 189 "
-        "| FAIL: RTO 7.250s &gt; objective 5s | alice | - | - |"
+        "| FAIL: RTO 7.250s &gt; objective 5s | alice | - | - | - | - |"
     ) in md
     html = (second / "drill.html").read_text()
     assert '<table class="drill-history">' in html

@@ -10,6 +10,7 @@ from stackcheck.compliance import (  # noqa: F401  (registration)
     headers,
     health,
     ollama,
+    prometheus,
     rate_limits,
     runner,
     tls,

@@ -29,11 +29,14 @@ ports = [8080]
 """
 
 
-# The policy scopes the Ollama rules to stacks that run Ollama (only_with_images): on this stack
-# they are DISABLED as not applicable, with the reason, and counted as disabled.
+# The policy scopes the Ollama and Prometheus rules to stacks that run them (only_with_images): on
+# this stack they are DISABLED as not applicable, with the reason, and counted as disabled.
 NOT_APPLICABLE = dict.fromkeys(
     ("ollama-origins", "ollama-image-pinned"),
     "not applicable: no service runs an image in ['ollama', 'ollama-tiny'] (the policy's only_with_images)",
+) | dict.fromkeys(
+    ("prometheus-rules", "prometheus-targets"),
+    "not applicable: no service runs an image in ['prometheus'] (the policy's only_with_images)",
 )
 
 
@@ -100,7 +103,8 @@ def test_skip_xfail_xpass_and_setup_errors_are_not_evaluated_and_fail_the_gate(r
     assert set(flagged) == {"skipped", "xfailed", "xpassed", "errored"}
     assert all(m.startswith("NOT EVALUATED: ") for m in flagged.values())
     summary = (run.path / "out/run/summary.md").read_text()
-    assert "FAIL: 5 checks, 0 failed, 4 not evaluated, 2 disabled, 0 warnings" in summary
+    # 4 disabled: the two Ollama and two Prometheus rules of the policy's image scope
+    assert "FAIL: 5 checks, 0 failed, 4 not evaluated, 4 disabled, 0 warnings" in summary
 
 
 def test_a_check_disabled_by_name_with_a_reason_does_not_fail_the_gate(run: pytest.Pytester) -> None:

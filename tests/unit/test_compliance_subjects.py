@@ -42,6 +42,8 @@ EXPECTED_RULE = {
     # Container rules picked by image, like the data stores'.
     "ollama-origins": "no service runs an image in [",
     "ollama-image-pinned": "no service runs an image in [",
+    "prometheus-rules": "no service runs an image in [",
+    "prometheus-targets": "no service runs an image in [",
 }
 
 

@@ -92,7 +92,6 @@ SERVICE_KEY_REASONS = {
 }
 TOP_KEY_REASONS = {
     "version": "obsolete in compose itself; nothing to translate",
-    "volumes": "named volumes: stackcheck boots every run from fresh containers, so data lives and dies with them",
     "include": "included compose files are not translated: run `stackcheck init --from-compose` on each",
 }
 NETWORK_KEY_REASONS = {
@@ -323,6 +322,8 @@ class _Translator:
         self.service_names: dict[str, str] = {}  # compose name -> stack name
         self.top_secrets: dict[str, Any] = {}
         self.top_configs: dict[str, Any] = {}
+        self.volume_names: dict[str, str] = {}  # compose name -> stack name ([volumes.NAME])
+        self.volumes_used: set[str] = set()  # stack names some service mounts
         dotenv = self.dir / ".env"
         self.dotenv = _read_env_file(dotenv) if dotenv.is_file() else {}
         self.catalog = catalog_images.Catalog.load()
@@ -334,7 +335,7 @@ class _Translator:
 
     def run(self, data: Mapping[str, Any]) -> Translation:
         for key in data:
-            if key in ("services", "networks", "secrets", "configs", "name"):
+            if key in ("services", "networks", "volumes", "secrets", "configs", "name"):
                 continue
             if str(key).startswith("x-"):
                 self.note(str(key), "extension field: its values are translated where a YAML anchor merged them")
@@ -343,6 +344,7 @@ class _Translator:
         self.top_secrets = _dict(data.get("secrets"))
         self.top_configs = _dict(data.get("configs"))
         self._networks(_dict(data.get("networks")))
+        self._top_volumes(_dict(data.get("volumes")))
         services = data["services"]
         for cname in services:
             self.service_names[str(cname)] = self._unique(_slug(str(cname), "service"), self.service_names.values())
@@ -353,8 +355,26 @@ class _Translator:
                 )
             self._service(str(cname), raw)
         self._top_level_secret_notes()
+        for cname, volume in self.volume_names.items():
+            if volume not in self.volumes_used:  # a stack file refuses a volume no service mounts
+                self.note(f"volumes.{cname}", "declared but no service mounts it: left out")
         name = _slug(str(data.get("name") or self.dir.name), "stack")
         return Translation(name, self._render(name), self._policy_text(name), tuple(self.notes.values()))
+
+    def _top_volumes(self, vols: Mapping[str, Any]) -> None:
+        """Named volumes become [volumes.NAME]: created fresh for each run, removed with it."""
+        for cname, raw in vols.items():
+            name = self._unique(_slug(str(cname), "volume"), self.volume_names.values())
+            self.volume_names[str(cname)] = name
+            for key, value in _dict(raw).items():
+                if key == "driver" and value == "local":
+                    continue  # what a stack volume is
+                reason = (
+                    "an existing volume: a stack volume is created empty for each run (a drill hands one on)"
+                    if key == "external"
+                    else "a stack volume is a plain local volume made for each run"
+                )
+                self.note(f"volumes.{cname}.{key}", reason)
 
     def _networks(self, nets: Mapping[str, Any]) -> None:
         for cname, raw in nets.items():
@@ -422,9 +442,12 @@ class _Translator:
             if raw.get(key):
                 svc.keys[key] = True
         tmpfs = self._tmpfs(raw.get("tmpfs"), where)
-        mounts = self._volumes(svc, raw.get("volumes"), where, tmpfs)
+        named: list[str] = []
+        mounts = self._volumes(svc, raw.get("volumes"), where, tmpfs, named)
         if tmpfs:
             svc.keys["tmpfs"] = tmpfs
+        if named:
+            svc.keys["volumes"] = named
         self._resources(svc, raw, where)
         for key in ("cap_drop", "cap_add"):
             if raw.get(key):
@@ -705,14 +728,19 @@ class _Translator:
             out.append(path)
         return out
 
-    def _volumes(self, svc: _Service, raw: Any, where: str, tmpfs: list[str]) -> list[str]:
+    def _volumes(self, svc: _Service, raw: Any, where: str, tmpfs: list[str], named: list[str]) -> list[str]:
+        """Bind mounts (returned), tmpfs paths and named volumes ("NAME:/path[:ro]") of a service."""
         mounts = []
         for index, item in enumerate(_list(raw)):
             key = f"{where}.volumes[{index}]"
             if isinstance(item, dict):
                 kind, source, target = item.get("type", "volume"), item.get("source"), str(item.get("target", ""))
                 mode = "ro" if item.get("read_only") else ""
-                extra = sorted(set(item) - {"type", "source", "target", "read_only"})
+                extra = sorted(
+                    f"{k}.{sub}" if isinstance(item[k], dict) else str(k)
+                    for k in set(item) - {"type", "source", "target", "read_only"}
+                    for sub in (item[k] if isinstance(item[k], dict) else [None])
+                )  # e.g. volume.nocopy
             else:
                 parts = str(item).split(":")
                 if len(parts) == 1:
@@ -727,9 +755,12 @@ class _Translator:
             if kind == "bind" and not source:
                 self.note(key, "a bind mount without a source")
                 continue
+            if kind == "volume" and source:
+                self._named_volume(key, str(source), target, mode, extra, named)
+                continue
             if kind != "bind":
-                what = f"named volume {source}" if source else "an anonymous volume"
-                self.note(key, f"{what} at {target}: {TOP_KEY_REASONS['volumes']}")
+                what = "an anonymous volume" if kind == "volume" else f"a {kind} mount"
+                self.note(key, f"{what} at {target}: it lives and dies with its container; name it to keep or share it")
                 continue
             # Not resolved: a symlink such as /var/run stays as written (the socket rule looks for it).
             host = Path(os.path.normpath(self.dir / os.path.expanduser(str(source))))
@@ -745,6 +776,21 @@ class _Translator:
             access = "ro" if "ro" in flags else "rw"
             mounts.append(f"{host}:{target}" + (":ro" if access == "ro" else ""))
         return mounts
+
+    def _named_volume(self, key: str, source: str, target: str, mode: str, extra: list[str], named: list[str]) -> None:
+        name = self.volume_names.get(source)
+        if name is None:
+            self.note(key, f"named volume {source} is not declared under the top-level volumes (compose refuses that)")
+            return
+        if not target.startswith("/") or ":" in target:
+            self.note(key, f"{source}:{target}: a stack volume mounts at an absolute path without ':'")
+            return
+        flags = [m for m in mode.replace(",", ":").split(":") if m]
+        dropped = [m for m in flags if m not in ("ro", "rw")]
+        if dropped or extra:
+            self.note(key, f"volume options {', '.join(dropped + extra)} are not kept")
+        named.append(f"{name}:{target}" + (":ro" if "ro" in flags else ""))
+        self.volumes_used.add(name)
 
     def _resources(self, svc: _Service, raw: Mapping[str, Any], where: str) -> None:
         deploy = _dict(raw.get("deploy"))
@@ -911,6 +957,9 @@ class _Translator:
             lines += ["", "[secrets]", f"generate = {_toml(self.secrets)}"]
         for net, internal in self.networks.items():
             lines += ["", f"[networks.{net}]"] + (["internal = true"] if internal else [])
+        for volume in self.volume_names.values():
+            if volume in self.volumes_used:
+                lines += ["", f"[volumes.{volume}]  # a fresh volume for each run, removed with it"]
         for image_name, image in self.images.items():
             lines += ["", f"[images.{image_name}]" + (f"  # {_comment(image.comment)}" if image.comment else "")]
             lines += [f"{_key(k)} = {_toml(v)}" for k, v in image.fields.items()]

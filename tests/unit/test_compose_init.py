@@ -70,16 +70,16 @@ def listed_in_stack_file(translation: compose.Translation) -> None:
 
 DOC_NOTES = {
     "doc000-production.yml": [
-        "version", "x-common-variables", "volumes", "networks.prompt-network.ipam",
-        "services.nginx.ports[0]", "services.nginx.container_name", "services.nginx.volumes[3]",
+        "version", "x-common-variables", "networks.prompt-network.ipam",
+        "services.nginx.ports[0]", "services.nginx.container_name",
         "services.frontend.build.target", "services.frontend.build.cache_from",
         "services.frontend.deploy.resources.reservations.memory", "services.backend.depends_on.redis",
-        "services.backend.environment.DATABASE_URL", "services.postgres.ports[0]", "services.postgres.volumes[0]",
+        "services.backend.environment.DATABASE_URL", "services.postgres.ports[0]",
         "services.redis-master.command",
         "services.ollama.deploy.resources.reservations.devices[0]", "services.ollama.restart",
     ],
     "doc002-dev.yml": [
-        "services.backend.env_file[0]", "services.backend.volumes[1]", "services.backend.ports[0]",
+        "services.backend.env_file[0]", "services.backend.ports[0]",
         "services.frontend-react.ports[0]",
     ],
     "doc002-prod.yml": ["services.postgres.profiles", "services.backend.env_file[0]", "services.nginx.ports[1]"],
@@ -133,6 +133,16 @@ def test_doc000_production_stack(tmp_path: Path) -> None:
     assert "$REDIS_PASSWORD" in why["services.redis-master.command"]
     assert "# gpu: compose reserves an nvidia GPU request (count 1" in translation.stack_toml
     assert 'entrypoint = "https://nginx:8443"  # check:' in translation.stack_toml
+    # Named volumes: [volumes.NAME] (driver local is what a stack volume is: no note), mounted by name.
+    assert set(spec.volumes) == {"postgres-data", "postgres-replica-data", "redis-data", "ollama-models", "nginx-cache"}
+    assert [(m.volume, m.path, m.read_only) for m in spec.services["postgres"].volumes] == [
+        ("postgres-data", "/var/lib/postgresql/data", False)
+    ]
+    assert [m.volume for m in nginx.volumes] == ["nginx-cache"]
+    unused = {k: v for k, v in why.items() if k.startswith("volumes")}  # declared for services not in this file
+    assert unused == {
+        f"volumes.{n}_data": "declared but no service mounts it: left out" for n in ("prometheus", "grafana", "jaeger")
+    }
 
 
 def test_doc002_dev_stack_has_relative_contexts_and_no_https_edge(tmp_path: Path) -> None:
@@ -441,3 +451,42 @@ def test_cli_init_without_compose_and_its_errors(tmp_path: Path, capsys: pytest.
     (tmp_path / "c.yml").write_text("services:\n  app:\n    build: ./app\n")
     assert cli.main(["init", "--from-compose", str(tmp_path / "c.yml")]) == 1
     assert "does not load yet" in capsys.readouterr().out
+
+
+def test_named_volumes_become_stack_volumes_and_what_cannot_is_listed(tmp_path: Path) -> None:
+    compose_file = tmp_path / "docker-compose.yml"
+    compose_file.write_text(
+        yaml.safe_dump({
+            "services": {
+                "db": {"image": "postgres:16.4", "volumes": [
+                    "db_data:/var/lib/postgresql/data",
+                    "backups:/backups:ro",
+                    {"type": "volume", "source": "cache", "target": "/cache", "volume": {"nocopy": True}},
+                    "undeclared:/x",
+                    "/anonymous",
+                ]},
+                "tool": {"image": "postgres:16.4", "volumes": ["backups:/backups:rw,z"]},
+            },
+            "volumes": {
+                "db_data": {"driver": "local"}, "backups": None, "cache": {"external": True},
+                "fast": {"driver": "tmpfs-plugin"},
+            },
+        })
+    )  # fmt: skip
+    translation, spec, _ = init(compose_file)
+    assert set(spec.volumes) == {"db-data", "backups", "cache"}  # "fast" is mounted by no service
+    db, tool = spec.services["db"], spec.services["tool"]
+    assert [(m.volume, m.path, m.read_only) for m in db.volumes] == [
+        ("db-data", "/var/lib/postgresql/data", False), ("backups", "/backups", True), ("cache", "/cache", False),
+    ]  # fmt: skip
+    assert [(m.volume, m.read_only) for m in tool.volumes] == [("backups", False)]
+    why = notes(translation)
+    assert "existing volume" in why["volumes.cache.external"]
+    assert "plain local volume" in why["volumes.fast.driver"]
+    assert "no service mounts it" in why["volumes.fast"]
+    assert "nocopy" in why["services.db.volumes[2]"]
+    assert "not declared under the top-level volumes" in why["services.db.volumes[3]"]
+    assert "anonymous volume at /anonymous" in why["services.db.volumes[4]"]
+    assert "z" in why["services.tool.volumes[0]"]
+    assert "volumes.db_data.driver" not in why
+    listed_in_stack_file(translation)

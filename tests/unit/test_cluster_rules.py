@@ -85,6 +85,7 @@ def test_the_probe_script_and_its_output() -> None:
     script = probe_script(["etcd-1"], ["172.20.0.2"], [2379, 2380])
     assert "getent hosts etcd-1" in script
     assert "/dev/tcp/172.20.0.2/2380" in script
+    assert script.splitlines()[-1] == "wait"  # the probes run side by side, each bounded by its timeout
     output = "UNKNOWN etcd-1\nOPEN 172.20.0.2:2379\nCLOSED 172.20.0.2:2380\nnoise\n"
     assert [(p.target, p.reachable) for p in parse_probe(output)] == [
         ("etcd-1", False),

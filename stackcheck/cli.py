@@ -100,8 +100,11 @@ def cmd_down(args: argparse.Namespace) -> int:
                 "name it: `stackcheck down RUN_ID`, or remove every stackcheck stack: `stackcheck down --all`",
             )
         args.run_id = runs[0]
-    containers, networks = remove_runs(client, None if args.all else args.run_id)
-    _say(f"removed {containers} containers and {networks} networks ({'all runs' if args.all else args.run_id})")
+    removed = remove_runs(client, None if args.all else args.run_id)
+    _say(
+        f"removed {removed.containers} containers, {removed.networks} networks and {removed.volumes} volumes"
+        f" ({'all runs' if args.all else args.run_id})"
+    )
     return 0
 
 

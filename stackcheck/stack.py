@@ -508,6 +508,7 @@ class Stack:
         a failed start is still cleaned up."""
         mounts = self._mounted_files(svc)
         env = {key: self.render(value) for key, value in svc.env.items()}
+        tmpfs = tmpfs_options(svc.user or self._image_user(tag)) if svc.tmpfs else ""
         handles = []
         for instance in svc.instances():
             attachments = [
@@ -520,7 +521,7 @@ class Stack:
             for host, target in mounts:
                 container.with_volume_mapping(str(host), target, "ro")
             for path in svc.tmpfs:
-                container.with_tmpfs_mount(path)
+                container.tmpfs[path] = tmpfs  # Docker's option string for the mount
             if svc.ports:
                 container.with_exposed_ports(*svc.ports)
             if svc.command is not None:
@@ -552,6 +553,10 @@ class Stack:
             self._handles[instance] = ServiceHandle(instance, svc, container)
             handles.append(self._handles[instance])
         return handles
+
+    def _image_user(self, tag: str) -> str | None:
+        assert self._client is not None
+        return self._client.images.get(tag).attrs["Config"].get("User") or None
 
     def _create_links(self) -> None:
         assert self.spec.proxy is not None
@@ -695,10 +700,31 @@ class Stack:
         return "\n".join(lines)
 
 
+def tmpfs_options(user: str | None) -> str:
+    """A tmpfs owned by the service's non-root user (``uid=,gid=``). Docker (runc) mounts a tmpfs
+    on a path the image lacks with mode 1777 at the first start; at a restart the mountpoint it
+    made then (root's, 0755) exists, and runc gives the new tmpfs that mode: a non-root service
+    could no longer write there. Owned by it, it can. A user by name cannot be resolved here
+    (uid= takes a number): Docker's default then; root needs nothing."""
+    uid, _, gid = (user or "").partition(":")
+    if not uid.isdigit() or int(uid) == 0:
+        return ""
+    return f"uid={uid}" + (f",gid={gid}" if gid.isdigit() else "")
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What ``remove_runs`` removed: containers, networks and the run's named volumes."""
+
+    containers: int
+    networks: int = 0
+    volumes: int = 0
+
+
 def remove_runs(
     client: docker.DockerClient, run_id: str | None = None, networks: bool = True, keep_volumes: Collection[str] = ()
-) -> tuple[int, int]:
-    """Remove containers and networks of one run (or every stackcheck run): returns the counts."""
+) -> Removed:
+    """Remove containers, networks and volumes of one run (or every stackcheck run): returns the counts."""
     label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
     # sparse: no inspect per container, which fails (NotFound) when a concurrent teardown (an
     # interrupted boot's threads, the reaper) removed one between the list and the inspect.
@@ -707,22 +733,24 @@ def remove_runs(
     with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
         list(pool.map(_remove_container, containers))
     if not networks:
-        return len(containers), 0
+        return Removed(len(containers))
     found = client.networks.list(filters={"label": label})
     for network in found:
         with contextlib.suppress(docker.errors.NotFound):
             network.remove()
     # Volumes a drill created for the run (e.g. a backup repository that outlives its containers).
+    volumes = 0
     for volume in client.volumes.list(filters={"label": label}):
         if volume.name in keep_volumes:
             continue
         with contextlib.suppress(docker.errors.NotFound):
             volume.remove(force=True)
+            volumes += 1
     if run_id:
         shutil.rmtree(RUNS_DIR / run_id, ignore_errors=True)
     else:
         shutil.rmtree(RUNS_DIR, ignore_errors=True)
-    return len(containers), len(found)
+    return Removed(len(containers), len(found), volumes)
 
 
 def _remove_container(container: docker.models.containers.Container) -> None:

@@ -53,7 +53,7 @@ def test_up_then_down_leaves_nothing(docker_client: docker.DockerClient, kept: l
     run_id, volumes, _ = up(docker_client, kept)
     down = cli("down")
     assert down.returncode == 0, f"with exactly one kept stack, `down` alone removes it: {down.stderr}"
-    assert f"removed {SERVICES} containers and {NETWORKS} networks ({run_id})" in down.stdout
+    assert f"removed {SERVICES} containers, {NETWORKS} networks and 0 volumes ({run_id})" in down.stdout
     left = leftovers(docker_client, run_id, volumes)
     assert not left, f"`down` left {left}"
     assert not (RUNS_DIR / run_id).exists()
@@ -68,7 +68,7 @@ def test_up_then_down_leaves_nothing(docker_client: docker.DockerClient, kept: l
     finally:
         down = cli("down", run_id)
     assert down.returncode == 0, down.stderr
-    assert f"removed {SERVICES} containers and {NETWORKS} networks ({run_id})" in down.stdout
+    assert f"removed {SERVICES} containers, {NETWORKS} networks and 0 volumes ({run_id})" in down.stdout
     left = leftovers(docker_client, run_id, volumes)
     assert not left, f"`down {run_id}` left {left}"
     assert not (RUNS_DIR / run_id).exists()

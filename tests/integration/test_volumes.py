@@ -97,6 +97,7 @@ def test_stackcheck_down_removes_a_kept_stacks_volumes(docker_client: docker.Doc
             [sys.executable, "-m", "stackcheck.cli", "down", stack.run_id], capture_output=True, text=True, check=False
         )
         assert down.returncode == 0, down.stderr
+        assert f"networks and 2 volumes ({stack.run_id})" in down.stdout, down.stdout
         assert not leftovers(docker_client, stack.run_id, found), "`stackcheck down RUN_ID` left volumes"
     finally:
         remove_runs(docker_client, stack.run_id)

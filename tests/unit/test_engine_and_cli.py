@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import docker.errors
 import pytest
 
 from stackcheck import cli, engine
@@ -29,3 +32,37 @@ def test_cli_reports_errors_without_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith("stackcheck: error: no Docker engine answers")
     assert "Traceback" not in err
+
+
+class _Removable:
+    def __init__(self, name: str, gone: bool = False) -> None:
+        self.name, self.gone, self.removed = name, gone, False
+
+    def remove(self, **_: object) -> None:
+        if self.gone:  # a concurrent teardown was first
+            raise docker.errors.NotFound(f"{self.name} is gone")
+        self.removed = True
+
+
+class _Listing:
+    def __init__(self, items: list[_Removable]) -> None:
+        self.items = items
+
+    def list(self, **_: object) -> list[_Removable]:
+        return self.items
+
+
+def test_down_says_how_many_containers_networks_and_volumes_it_removed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    volumes = [_Removable("r1-data"), _Removable("r1-backups"), _Removable("r1-raced", gone=True)]
+    fake = SimpleNamespace(
+        containers=_Listing([_Removable("r1-api"), _Removable("r1-db")]),
+        networks=_Listing([_Removable("r1-internal")]),
+        volumes=_Listing(volumes),
+    )
+    monkeypatch.setattr(cli.engine, "client", lambda: fake)
+    assert cli.main(["down", "r1"]) == 0
+    out = capsys.readouterr().out
+    assert "removed 2 containers, 1 networks and 2 volumes (r1)" in out, out
+    assert [v.removed for v in volumes] == [True, True, False]

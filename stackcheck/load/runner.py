@@ -216,6 +216,7 @@ class LoadRun:
         worker_cmd = [*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
         logs: list[IO[bytes]] = []
         procs: list[subprocess.Popen[bytes]] = []
+        tail: _Tail | None = None
 
         def spawn(cmd: list[str], name: str) -> subprocess.Popen[bytes]:
             log = (self.out_dir / f"{name}.log").open("wb")
@@ -234,21 +235,22 @@ class LoadRun:
                     f" locust -f {files} --worker --master-host THIS_HOST --master-port {port}",
                     True,
                 )
-            return self._watch(master, procs, samples_file)
+            tail = _Tail(samples_file)
+            return tail, self._watch(master, procs, tail)
         except (KeyboardInterrupt, LoadError):  # Ctrl-C, SIGTERM (stackcheck.interrupt), a failed start: stop now
             for proc in procs:
                 self._end(proc, wait_first=False)
             raise
         finally:
+            # After the master's stop record every sample and the cleanup are in: Locust's own
+            # shutdown (about 2 s of quit messages) has nothing left to give.
+            done = tail is not None and tail.stopped
             for proc in procs:
-                self._end(proc)
+                self._end(proc, wait_first=not done)
             for log in logs:
                 log.close()
 
-    def _watch(
-        self, master: subprocess.Popen[bytes], procs: list[subprocess.Popen[bytes]], samples_file: Path
-    ) -> tuple[_Tail, str | None]:
-        tail = _Tail(samples_file)
+    def _watch(self, master: subprocess.Popen[bytes], procs: list[subprocess.Popen[bytes]], tail: _Tail) -> str | None:
         series = IntervalSeries(self.late_threshold_ms)
         watch = SustainedBreachWatch(self.objectives, self.abort_after_s)
         launched = time.monotonic()
@@ -258,6 +260,8 @@ class LoadRun:
         while master.poll() is None:
             time.sleep(0.2)
             series.add(tail.poll())
+            if tail.stopped:
+                break
             now = time.monotonic()
             if tail.t0 is None:
                 dead = [p for p in procs if p.poll() is not None]
@@ -292,7 +296,7 @@ class LoadRun:
             raise LoadError(f"Locust ended before the run started:\n{self._log_tail()}", f"read {self.out_dir}")
         if self.progress is not None:
             self._progress_line(series, max(last_second, 0), time.time() - tail.t0, tail.users, final=True)
-        return tail, aborted
+        return aborted
 
     def _progress_line(
         self, series: IntervalSeries, second: int, elapsed: float, users: int, final: bool = False

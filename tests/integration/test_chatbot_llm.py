@@ -37,7 +37,7 @@ from stackcheck.stack import Stack
 from stackcheck.toxiproxy import Stream
 from stackcheck.waiting import wait_until
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.exclusive("measures RTO and time to first token")]
 
 CHATBOT = Path(__file__).resolve().parents[2] / "stacks" / "chatbot"
 ADDED_MS = 300  # the latency Toxiproxy adds on api->llm for the TTFT check

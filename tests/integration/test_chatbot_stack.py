@@ -21,7 +21,11 @@ import pytest
 
 from stackcheck.stack import Stack
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.slow,
+    pytest.mark.exclusive("runs gates: their load and chaos measurements"),
+]
 
 CHATBOT = Path(__file__).resolve().parents[2] / "stacks" / "chatbot"
 STACK_FILE = CHATBOT / "stack.toml"

@@ -25,7 +25,7 @@ from stackcheck.stack import Stack
 from stackcheck.stackfile import parse
 from stackcheck.target import HttpTarget
 
-pytestmark = [pytest.mark.docker]
+pytestmark = [pytest.mark.docker, pytest.mark.exclusive("drills measure RTO in seconds")]
 
 CLUSTER = resources.stacks_dir() / "patroni" / "stack.toml"
 CLUSTER_RULES = {

@@ -28,7 +28,7 @@ from stackcheck.chaos.spec import Hook
 from stackcheck.stack import Stack
 from stackcheck.stackfile import RecoveryObjective
 
-pytestmark = [pytest.mark.docker]
+pytestmark = [pytest.mark.docker, pytest.mark.exclusive("drills measure RTO in seconds")]
 
 CLUSTER = resources.stacks_dir() / "patroni" / "stack.toml"
 REGIONS = CLUSTER.parent / "regions.toml"

@@ -24,7 +24,12 @@ import pytest
 from stackcheck.stack import RUN_LABEL, STACK_LABEL
 from tests.integration.leftovers import run_ids, wait_gone
 
-pytestmark = [pytest.mark.docker, pytest.mark.compliance, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.compliance,
+    pytest.mark.slow,
+    pytest.mark.exclusive("its own workers time a stack's life against a killed worker"),
+]
 
 MINIMAL = Path(__file__).parent / "data" / "minimal" / "stack.toml"
 

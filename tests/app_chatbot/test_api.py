@@ -20,6 +20,7 @@ import httpx
 import pytest
 from chatbot_api.config import Settings
 from chatbot_api.db import Database
+from chatbot_api.llm import Llm
 from chatbot_api.main import create_app
 from fastapi.testclient import TestClient
 
@@ -58,7 +59,8 @@ def delta(text: str) -> dict[str, Any]:
 class FakeLlm:
     """An OpenAI-style endpoint (streamed answers, as Ollama sends them): records each request,
     answers ``echo CONTENT`` in two pieces, or ``status``, or raises ``fail``; ``break_after``
-    pieces the stream breaks (a reset mid-stream)."""
+    pieces the stream breaks (a reset mid-stream). An unstreamed request is health's one-token
+    probe: answered, or ``stall`` raised (a wedged model that still lists itself)."""
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
@@ -66,6 +68,7 @@ class FakeLlm:
         self.models = ["tiny:latest"]
         self.fail: Exception | None = None
         self.break_after: int | None = None
+        self.stall: Exception | None = None
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -76,6 +79,11 @@ class FakeLlm:
         if self.status != 200:
             return httpx.Response(self.status, json={"error": "boom"})
         asked = json.loads(request.content)
+        if asked["stream"] is False:
+            if self.stall is not None:
+                raise self.stall
+            choice = {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "length"}
+            return httpx.Response(200, json={"model": "tiny:latest", "choices": [choice]})
         assert asked["stream"] is True
         pieces = [delta("echo "), delta(asked["messages"][-1]["content"])]
         usage = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
@@ -160,7 +168,21 @@ def test_a_burst_of_health_probes_is_one_llm_probe_per_ttl(llm_client: tuple[Tes
     client, fake = llm_client
     for _ in range(20):
         assert client.get("/api/v1/health").status_code == 200
-    assert [r.url.path for r in fake.requests] == ["/v1/models"]
+    assert [r.url.path for r in fake.requests] == ["/v1/models", "/v1/chat/completions"]
+    probe = json.loads(fake.requests[1].content)
+    assert (probe["model"], probe["max_tokens"], probe["stream"]) == ("tiny", 1, False)
+
+
+def test_health_says_degraded_when_the_model_is_listed_but_generates_nothing(
+    llm_client: tuple[TestClient, FakeLlm],
+) -> None:
+    """A wedged Ollama (ollama/ollama#17131) still lists its model: only a generation tells."""
+    client, fake = llm_client
+    fake.stall = httpx.ReadTimeout("stalled")
+    body = client.get("/api/v1/health").json()
+    assert (body["status"], body["database"], body["llm"]) == ("degraded", "ok", "degraded")
+    reason = "model 'tiny' is listed but generates nothing: the LLM did not answer in time (ReadTimeout)"
+    assert body["checks"][1]["details"] == reason
 
 
 # -- conversations --------------------------------------------------------------------------------
@@ -378,6 +400,27 @@ def test_a_stream_broken_midway_ends_with_an_error_event_and_keeps_the_message(
     assert client.get("/api/v1/health").json()["llm"] == "degraded"
 
 
+def test_a_client_gone_mid_stream_leaves_the_llm_stream_read_to_its_end() -> None:
+    """Hanging up on Ollama mid-stream wedges it (ollama/ollama#17131): the API reads on instead."""
+    ended = threading.Event()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        def chunks() -> Iterator[bytes]:
+            for n in range(50):
+                yield b"data: " + json.dumps(delta(f"w{n} ")).encode() + b"\n\n"
+            ended.set()  # the whole answer was read: the LLM never saw a hang-up
+            yield b"data: [DONE]\n\n"
+
+        return httpx.Response(200, stream=_Iter(chunks()), headers={"content-type": "text/event-stream"})
+
+    llm = Llm("http://llm:11434", "tiny", None, 2.0, 60.0, 5.0)
+    llm._client = httpx.Client(transport=httpx.MockTransport(answer), timeout=2.0)
+    stream = llm.stream([{"role": "user", "content": "a long story"}])
+    assert next(iter(stream)) == "w0 "
+    stream.close()  # the client went away after one piece
+    assert ended.wait(5), "the LLM stream was hung up on mid-answer"
+
+
 def test_a_stream_that_fails_before_its_first_piece_is_a_503_not_a_stream(
     llm_client: tuple[TestClient, FakeLlm],
 ) -> None:
@@ -401,6 +444,14 @@ class StallingLlm(ThreadingHTTPServer):
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:  # the model list answers at once, as a wedged Ollama's does
+                body = json.dumps({"object": "list", "data": [{"id": "chatbot:latest"}]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers["content-length"]))
@@ -439,6 +490,22 @@ def test_a_stalled_llm_is_cut_off_at_the_timeout_with_a_503(tmp_path: Path) -> N
     assert status == 503
     assert body["detail"] == "the LLM did not answer in time (ReadTimeout)"
     assert 0.25 < took < 1.5, f"answered after {took:.2f}s"
+
+
+def test_health_on_a_model_that_lists_but_stalls_is_degraded_within_its_timeout(tmp_path: Path) -> None:
+    server = StallingLlm(stall_s=5.0)
+    try:
+        env = {"DATABASE_PATH": str(tmp_path / "c.db"), "LLM_BASE_URL": server.url, "HEALTH_TIMEOUT_S": "0.5"}
+        with TestClient(create_app(Settings.from_env(env))) as client:
+            started = time.monotonic()
+            body = client.get("/api/v1/health").json()
+            took = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (body["status"], body["llm"]) == ("degraded", "degraded")
+    assert body["checks"][1]["details"].startswith("model 'chatbot' is listed but generates nothing: ")
+    assert took < 1.5, f"health answered after {took:.2f}s: the probe must be bounded by HEALTH_TIMEOUT_S"
 
 
 def test_the_broken_variant_without_an_llm_timeout_waits_as_long_as_the_llm(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ Timeouts: ``timeout_s`` bounds the wait for each piece (the first token included
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import itertools
 import json
 import threading
@@ -59,12 +61,22 @@ class Stream:
             yield piece
 
     def close(self) -> None:
-        """Stop reading (the client went away): the LLM connection is released now."""
-        if self.source is not None:
-            self.source.close()
+        """The client went away: the rest of the answer is read in the background and dropped,
+        not hung up on. Ollama <= 0.17.4 loses a runner slot for good to each client that hangs up
+        mid-stream (ollama/ollama#17131): one closed browser tab would wedge the model for every
+        user. Bounded like any answer: the piece and answer timeouts, max_tokens."""
+        source, self.source = self.source, None
+        if source is not None and inspect.getgeneratorstate(source) != inspect.GEN_CLOSED:
+            threading.Thread(target=_drain, args=(source,), name="llm-drain", daemon=True).start()
 
     def answer(self) -> Answer:
         return Answer(self.content, self.model, self.prompt_tokens, self.completion_tokens)
+
+
+def _drain(source: Generator[str, None, None]) -> None:
+    with contextlib.suppress(LlmUnavailable):  # already remembered for health by _chunks
+        for _ in source:
+            pass
 
 
 class Llm:
@@ -154,8 +166,9 @@ class Llm:
         return stream.answer()
 
     def problem(self, timeout_s: float) -> str | None:
-        """None when the LLM answers its model list, else why not. One probe per TTL serves every
-        health request meanwhile: a burst of probes must not become a burst of LLM calls."""
+        """None when the LLM serves the model and generates a token with it, else why not. One
+        probe per TTL serves every health request meanwhile: a burst of probes must not become a
+        burst of LLM calls."""
         if self.base_url is None:
             return NOT_CONFIGURED
         with self._lock:
@@ -164,19 +177,36 @@ class Llm:
                 return problem
             # Claim this round so concurrent health requests answer from the last result.
             self._status = (time.monotonic(), problem)
-        try:
-            resp = self._client.get(f"{self.base_url}/v1/models", timeout=timeout_s)
-            resp.raise_for_status()
-            models = [m.get("id") for m in resp.json().get("data", []) if isinstance(m, dict)]
-            found = (
-                None
-                if self.model in models or any(str(m).startswith(f"{self.model}:") for m in models)
-                else (f"model {self.model!r} is not served (models: {', '.join(map(str, models)) or 'none'})")
-            )
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            found = _reason(exc)
+        found = self._probe(time.monotonic() + timeout_s)
         self._remember(found)
         return found
+
+    def _probe(self, deadline: float) -> str | None:
+        """The model list, then a one-token answer, both within the deadline."""
+        try:
+            resp = self._client.get(f"{self.base_url}/v1/models", timeout=max(deadline - time.monotonic(), 0.05))
+            resp.raise_for_status()
+            models = [m.get("id") for m in resp.json().get("data", []) if isinstance(m, dict)]
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            return _reason(exc)
+        if self.model not in models and not any(str(m).startswith(f"{self.model}:") for m in models):
+            return f"model {self.model!r} is not served (models: {', '.join(map(str, models)) or 'none'})"
+        # Listed is not answering: a wedged Ollama still lists its model (ollama/ollama#17131).
+        # Unstreamed on purpose: Ollama <= 0.17.4 loses a runner slot for good to every client that
+        # hangs up mid-stream (the same issue), so a probe that times out must not be one.
+        body = {"model": self.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        try:
+            resp = self._client.post(
+                f"{self.base_url}/v1/chat/completions", json={**body, "stream": False},
+                timeout=max(deadline - time.monotonic(), 0.05),
+            )  # fmt: skip
+            resp.raise_for_status()
+            choices = resp.json().get("choices") or [{}]
+            if not choices[0].get("finish_reason"):
+                return f"model {self.model!r} did not finish a one-token answer"
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+            return f"model {self.model!r} is listed but generates nothing: {_reason(exc)}"
+        return None
 
 
 def openai_messages(history: list[Any], content: str) -> list[dict[str, str]]:

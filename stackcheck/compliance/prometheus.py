@@ -175,7 +175,9 @@ def _rule_healths(data: dict[str, Any]) -> Iterable[str]:
 
 
 def _target_healths(data: dict[str, Any]) -> Iterable[str]:
-    return (t.health for t in active_targets(data))
+    # No target yet is not settled either: after a start Prometheus syncs discovered targets to
+    # its scrape manager only after about 5 s.
+    return [t.health for t in active_targets(data)] or [UNKNOWN]
 
 
 @check("prometheus-rules")

@@ -3,6 +3,7 @@ with Prometheus API bodies and promtool 2.42's own output (recorded from Debian'
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -90,10 +91,13 @@ def world(
     return FakeContainer(api, promtool)
 
 
-def judge(rule_id: str, container: FakeContainer) -> list[Result]:
+def judge(rule_id: str, container: FakeContainer, settle_s: float | None = None) -> list[Result]:
     handles = [fake_handle("prometheus", image="prometheus", docker=container), fake_handle("api", "api")]
     stack = FakeStack(handles, spec=SimpleNamespace(name="mini", entry_service=None, services={}, links={}))
-    return runner.evaluate(POLICY.rules[rule_id], CheckContext(None, stack, POLICY))  # type: ignore[arg-type]
+    rule = POLICY.rules[rule_id]
+    if settle_s is not None:
+        rule = dataclasses.replace(rule, params={**rule.params, "settle_s": settle_s})
+    return runner.evaluate(rule, CheckContext(None, stack, POLICY))  # type: ignore[arg-type]
 
 
 def test_the_rule_files_promtool_checked_are_the_configs_rule_files() -> None:
@@ -182,7 +186,7 @@ def test_targets_up_pass_and_a_target_down_fails_with_the_scrape_error() -> None
 def test_nothing_to_judge_is_not_evaluated(rule_id: str, empty: tuple[str, Any], missing: str) -> None:
     container = world(config=(0, f"Checking {CONFIG}\n  SUCCESS: 0 rule files found\n", ""))
     container.api[empty[0]] = empty[1]
-    [result] = judge(rule_id, container)
+    [result] = judge(rule_id, container, settle_s=0.5)
     assert result.outcome is Outcome.NOT_EVALUATED
     assert f"prometheus {missing}" in result.evidence
 
@@ -213,3 +217,12 @@ def test_a_stack_without_prometheus_has_the_rules_disabled_as_not_applicable() -
         assert disabled[rule_id] == (
             "not applicable: no service runs an image in ['prometheus'] (the policy's only_with_images)"
         )
+
+
+def test_targets_not_yet_discovered_after_a_start_are_waited_for() -> None:
+    answers = iter([targets(), targets(("unknown", ""))])
+    container = world()
+    container.api["/api/v1/targets?state=active"] = lambda: next(answers, targets(("up", "")))
+    [result] = judge("prometheus-targets", container)
+    assert result.outcome is Outcome.PASS, result.line()
+    assert sum(c[-1].endswith("/api/v1/targets?state=active") for c in container.calls) == 3

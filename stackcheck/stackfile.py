@@ -2,11 +2,23 @@
 
 Every mistake (unknown key, wrong type, reference to an unknown service/network/secret/link,
 a dependency cycle) is one StackFileError naming the file, the key and the fix.
+
+A profile extends a base file instead of copying it (``read``): ``[stack] extends = "stack.toml"``
+(relative to the extending file). The base is read first (its own ``extends`` too: a chain works,
+a cycle or a missing base is an error), its keys named in ``[stack] drop`` are removed (TOML dotted
+keys: ``drop = ["volumes.chat-data", "services.api.env.DATABASE_PATH"]``; a key the base does not
+have is an error), then the extending file is deep-merged over it: tables merge key by key, any
+other value (arrays included) replaces the base's. Drop is how a profile removes what merging
+cannot (a volume, an env variable, a ``[disabled]`` line), or replaces a table wholesale (drop it,
+then write it). Relative paths (policy, image contexts, template files, hooks, the locustfile)
+resolve against the file that wrote them. Errors in the merged data name the extending file.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -189,7 +201,88 @@ class StackSpec:
 
 def load(path: str | Path) -> StackSpec:
     path = Path(path)
-    return parse(tomldata.read(path, StackFileError, "stack file", "pass an existing file with --stack"), path)
+    return parse(read(path), path)
+
+
+# Values that are paths relative to the file that wrote them ("*": any name; hooks end in
+# ":FUNCTION"): made absolute when the file is a base, so they resolve as its author meant.
+RELATIVE_PATHS = (
+    "stack.policy", "images.*.context", "services.*.files.*.template_file", "scenarios.*.hook", "load.locustfile",
+)  # fmt: skip
+_EXTENDS_FIX = 'write extends = "stack.toml" (a path relative to this file)'
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The stack file's data with its ``[stack] extends`` resolved (see the module docstring)."""
+    return _read(Path(path), ())
+
+
+def _read(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    data = tomldata.read(path, StackFileError, "stack file", "pass an existing file with --stack")
+    stack = Reader(path, data, "", StackFileError).table("stack")
+    extends, drop = stack.get("extends", str), stack.str_list("drop")
+    if extends is None:
+        if drop:
+            raise stack.fail("drop", "removes keys of a base file, but this file extends none", _EXTENDS_FIX)
+        return data
+    here, base_path = path.resolve(), (path.parent / extends).resolve()
+    if base_path == here or base_path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, here, base_path))
+        raise stack.fail("extends", f"forms a cycle: {cycle}", "extend a file that does not extend this one back")
+    if not base_path.is_file():
+        raise stack.fail("extends", f"{base_path} does not exist", _EXTENDS_FIX)
+    base = _read(base_path, (*chain, here))
+    for pattern in RELATIVE_PATHS:
+        _rebase(base, pattern.split("."), base_path.parent, hook=pattern.endswith(".hook"))
+    for key in drop:
+        _drop(base, stack, key, base_path)
+    own = copy.deepcopy(data)
+    own["stack"] = {k: v for k, v in own["stack"].items() if k not in ("extends", "drop")}
+    return _merge(base, own)
+
+
+def _rebase(node: Any, keys: list[str], folder: Path, hook: bool) -> None:
+    if not isinstance(node, dict):
+        return
+    head, rest = keys[0], keys[1:]
+    for name in list(node) if head == "*" else [head] if head in node else []:
+        value = node[name]
+        if rest:
+            _rebase(value, rest, folder, hook)
+        elif isinstance(value, str):
+            file, sep, function = value.rpartition(":") if hook else (value, "", "")
+            if file:  # a malformed value stays as written, for parse to report
+                node[name] = f"{folder / file}{sep}{function}"
+
+
+def _drop(base: dict[str, Any], stack: Reader, key: str, base_path: Path) -> None:
+    fix = 'write drop = ["volumes.chat-data", "services.api.env.DATABASE_PATH"] (TOML dotted keys of the base)'
+    try:
+        parsed = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise stack.fail("drop", f"{key!r} is not a TOML dotted key", fix) from None
+    parts = []
+    while isinstance(parsed, dict):
+        (name, parsed), *_ = parsed.items()
+        parts.append(name)
+    node: Any = base
+    for depth, name in enumerate(parts):
+        if not isinstance(node, dict) or name not in node:
+            where = ".".join(parts[: depth + 1])
+            raise stack.fail("drop", f"{key!r}: the base {base_path} has no key {where}", "fix the key or remove it")
+        if depth == len(parts) - 1:
+            del node[name]
+        node = node[name] if depth < len(parts) - 1 else None
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` deep-merged onto ``base`` (modified): tables key by key, anything else replaced."""
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
@@ -199,6 +292,12 @@ def parse(data: Mapping[str, Any], path: Path) -> StackSpec:
         "workloads", "ledgers", "scenarios", "load", "volumes",
     })  # fmt: skip
     stack = top.table("stack")
+    if "extends" in stack.data or "drop" in stack.data:
+        raise stack.fail(
+            "extends" if "extends" in stack.data else "drop",
+            "is resolved when the file is read, not by parse",
+            "load the file with stackfile.load(path), or pass stackfile.read(path) to parse",
+        )
     stack.only({"name", "entrypoint", "health_path", "proxy", "policy"})
     tls = top.table("tls")
     tls.only({"hostnames"})

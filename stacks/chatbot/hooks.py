@@ -2,14 +2,17 @@
 runbook's "Database Corruption" and "Complete Server Failure"), as [scenarios.NAME] hooks.
 
 Both drills: the ledger writes conversations through the edge; the backup runs twice while it
-writes (the app's own script, `docker exec` in the API: SQLite's online backup to the backups
-volume); more writes; then the disaster, with the scenario's fault (the API killed -9, left
-down) and the damage that data cannot say:
+writes (the stack's own script, `docker exec`: in the API, SQLite's online backup; on the
+PostgreSQL profile, stack-postgres.toml, pg_dump in the postgres container; either way to the
+backups volume); more writes; then the disaster, with the scenario's fault (the API killed -9,
+left down) and the damage that data cannot say:
 
 - corruption: every block of the database file and its WAL overwritten, restored in place as the
   runbook says (stop the application, restore the database from the latest backup, start it);
 - server loss: the whole stack and its data volume destroyed, only the backup volume kept, and a
-  fresh stack booted that mounts it; the latest backup restored into it the same way.
+  fresh stack booted that mounts it; the latest backup restored into it the same way (SQLite: a
+  job of the API's image puts the file in place; PostgreSQL: psql loads the dump into the fresh
+  server, the API stopped).
 
 Measured: RTO (the probe reads the drill's first write back through the edge: from the disaster
 to the first of three answers with the restored data; a write must work after it) and RPO (the
@@ -45,6 +48,7 @@ from stackcheck.volumes import remove_volumes, run_job
 from stackcheck.waiting import wait_until
 
 SCRIPT = ("python3", "-m", "chatbot_api.backup")
+PG_SCRIPT = ("bash", "/usr/local/lib/chatbot/backup.sh")  # postgres/backup.sh, mounted by stack-postgres.toml
 # The damage of the corruption drill: the database file and its WAL (and shared memory) garbled.
 CORRUPT = (
     "python3", "-c",
@@ -62,9 +66,15 @@ def restore_latest(files: Sequence[str]) -> tuple[str, ...]:
     return (*SCRIPT, "restore")
 
 
+def pg_restore_latest(files: Sequence[str]) -> tuple[str, ...]:
+    return (*PG_SCRIPT, "restore")
+
+
 @dataclass(frozen=True)
 class Procedure:
-    """How this stack is backed up and restored: commands in the API's image."""
+    """How this stack is backed up and restored. ``service``: the application, stopped while the
+    restore runs. ``database``: the server the commands run in (`docker exec`, running); None: the
+    application's own SQLite file, backed up in the API and restored by a job of its image."""
 
     service: str = "api"
     backup_volume: str = "backups"
@@ -72,6 +82,22 @@ class Procedure:
     backup: tuple[str, ...] = (*SCRIPT, "backup")
     restore: Callable[[Sequence[str]], tuple[str, ...]] = restore_latest  # given the backups, oldest first
     check: tuple[str, ...] = (*SCRIPT, "check")
+    database: str | None = None
+
+
+# The PostgreSQL profile: doc 002's pg_dump in the postgres container, its data volume pg-data.
+POSTGRES = Procedure(
+    data_volume="pg-data",
+    backup=(*PG_SCRIPT, "backup"),
+    restore=pg_restore_latest,
+    check=(*PG_SCRIPT, "check"),
+    database="postgres",
+)
+
+
+def procedure_of(stack: Stack) -> Procedure:
+    """The stack's own procedure: the PostgreSQL profile's when it runs the postgres service."""
+    return POSTGRES if POSTGRES.database in stack.spec.services else Procedure()
 
 
 @dataclass(frozen=True)
@@ -108,7 +134,8 @@ class Drill:
         self.current = stack  # where the probe and the read-back go: the fresh stack after a server loss
 
     def backup(self) -> Backup:
-        p, handle = self.procedure, self.current.service(self.procedure.service)
+        p = self.procedure
+        handle = self.current.service(p.database or p.service)
         started = time.monotonic()
         code, out = self.exp.action(f"backup: {' '.join(p.backup)}", lambda: handle.docker.exec_run(list(p.backup)))
         finished = time.monotonic()
@@ -121,10 +148,18 @@ class Drill:
         return made
 
     def job(self, name: str, command: Sequence[str]) -> tuple[bool, str]:
-        result = self.exp.action(
-            f"{name}: {' '.join(command)}", lambda: run_job(self.current, self.procedure.service, command)
+        """A maintenance command: in the running database server, or a job of the application's image."""
+        database = self.procedure.database
+        if database is None:
+            result = self.exp.action(
+                f"{name}: {' '.join(command)}", lambda: run_job(self.current, self.procedure.service, command)
+            )
+            return result.ok, result.output
+        handle = self.current.service(database)
+        code, out = self.exp.action(
+            f"{name} in {handle.name}: {' '.join(command)}", lambda: handle.docker.exec_run(list(command))
         )
-        return result.ok, result.output
+        return code == 0, out.decode(errors="replace")
 
     def restore(self, backups: list[Backup]) -> None:
         """The runbook: the application stopped, the database restored, the application started."""
@@ -153,6 +188,12 @@ class Drill:
         faults.await_healthy(handle, READY_TIMEOUT_S)
 
     def corrupt(self) -> None:
+        if self.procedure.database is not None:
+            raise StackError(
+                f"scenario {self.scenario.name}: the corruption drill garbles the API's SQLite file; "
+                f"this stack's database is the {self.procedure.database} server",
+                "drill backup-restore (server loss) on the PostgreSQL profile",
+            )
         self.job("corrupt the database file and its WAL", CORRUPT)
         healthy, output = self.job("integrity check (runbook: assessment)", self.procedure.check)
         self.exp.verify(
@@ -279,7 +320,7 @@ def restore_after_corruption(
     stack: Stack, experiment: Experiment, scenario: Scenario, procedure: Procedure | None = None
 ) -> ExperimentResult:
     """Runbook "Database Corruption": the file garbled, restored in place from the latest backup."""
-    return Drill(stack, experiment, scenario, procedure or Procedure()).drill(server_loss=False)
+    return Drill(stack, experiment, scenario, procedure or procedure_of(stack)).drill(server_loss=False)
 
 
 def restore_after_server_loss(
@@ -287,4 +328,4 @@ def restore_after_server_loss(
 ) -> ExperimentResult:
     """Runbook "Complete Server Failure": the stack and its data volume gone, the latest backup
     restored into a fresh stack that mounts the kept backup volume."""
-    return Drill(stack, experiment, scenario, procedure or Procedure()).drill(server_loss=True)
+    return Drill(stack, experiment, scenario, procedure or procedure_of(stack)).drill(server_loss=True)

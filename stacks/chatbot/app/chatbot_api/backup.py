@@ -11,7 +11,9 @@ it is renamed into place as ``chatbot-<UTC time>.db``; the oldest beyond ``--kee
 keeps 7 days). ``restore`` puts the latest backup (or FILE) in place of the database: copied next
 to it, synced, renamed over it, its WAL and shared-memory files removed, so the API's next start
 opens exactly the backup. Each command prints one JSON line: what it did and the row counts.
-(The PostgreSQL profile's pg_dump is not here: this image only serves SQLite.)
+The PostgreSQL profile (stack-postgres.toml) backs up with pg_dump in the postgres container
+instead: stacks/chatbot/postgres/backup.sh, the same commands and JSON lines (the API's image has
+no PostgreSQL client programs).
 """
 
 from __future__ import annotations

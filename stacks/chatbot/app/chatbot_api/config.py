@@ -1,4 +1,5 @@
-"""Settings from the environment (the stack file sets them); the LLM key may come from a file."""
+"""Settings from the environment (the stack file sets them); the LLM key and the database URL may
+come from a file."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ class Settings:
     history_messages: int  # earlier messages sent to the LLM as context
     # BROKEN VARIANTS, for the tests that show the chaos objectives fail (never set in a stack):
     broken_drop_on_llm_error: bool = False  # an LLM error deletes the conversation's new message
+    # postgresql://... (DATABASE_URL, or a file named by DATABASE_URL_FILE): the PostgreSQL
+    # profile; None: the SQLite file at database_path (the default).
+    database_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +62,5 @@ class Settings:
             health_timeout_s=_positive(env, "HEALTH_TIMEOUT_S", 1.0),
             history_messages=int(_positive(env, "HISTORY_MESSAGES", 20)),
             broken_drop_on_llm_error=env.get("CHATBOT_BROKEN_DROP_ON_LLM_ERROR") == "1",
+            database_url=_secret(env, "DATABASE_URL"),
         )

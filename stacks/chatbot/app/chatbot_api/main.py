@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import metrics  # first: sets PROMETHEUS_MULTIPROC_DIR before prometheus_client loads
 from .config import Settings
-from .db import Conflict, Database, DatabaseUnavailable, Message, NotFound
+from .db import Conflict, DatabaseUnavailable, Message, NotFound, open_database
 from .llm import Llm, LlmUnavailable, Stream, openai_messages
 
 log = logging.getLogger("chatbot_api")
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def startup() -> None:
         s = settings or Settings.from_env()
         app.state.settings = s
-        app.state.db = Database(s.database_path)
+        app.state.db = open_database(s)
         app.state.db.open()
         app.state.llm = Llm(
             s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout_s, s.llm_health_ttl_s,

@@ -542,6 +542,20 @@ def test_metrics_in_prometheus_text_format(client: TestClient) -> None:
     assert "chatbot_conversations_total" in text
 
 
+def test_active_sessions_count_conversations_written_in_within_five_minutes(tmp_path: Path) -> None:
+    """Doc 002's chatbot_active_sessions: the API has no login, a conversation is the session."""
+    db = tmp_path / "chat.db"
+    with TestClient(create_app(settings(db))) as client:
+        for cid in ("old", "recent"):
+            new_conversation(client, id=cid, message={"content": f"hello {cid}", "reply": False})
+        new_conversation(client, id="empty")  # no message at all: never active
+        with sqlite3.connect(db) as conn:  # "old" was last written in 301 s ago
+            conn.execute("UPDATE messages SET created_at = created_at - 301 WHERE conversation_id = 'old'")
+        text = client.get("/metrics").text
+    assert "chatbot_active_sessions 1.0" in text, text
+    assert "chatbot_conversations_stored 3.0" in text
+
+
 # -- durability -----------------------------------------------------------------------------------
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     """Two Database objects (as two uvicorn workers have) writing at once: every write lands."""

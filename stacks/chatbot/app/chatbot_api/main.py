@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics")
     def metrics_endpoint(request: Request) -> Response:
-        body = metrics.render(request.app.state.db.count_conversations)
+        body = metrics.render(request.app.state.db)
         return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 
     def unanswered(state: Any, message: Message, conversation: dict[str, Any] | None, exc: LlmUnavailable) -> None:

@@ -1,13 +1,14 @@
 """Prometheus metrics of design doc 002 (chatbot_* names), shared by every uvicorn worker
-(prometheus_client multiprocess mode), plus the stored conversation count read at scrape time."""
+(prometheus_client multiprocess mode), plus gauges read from the database at scrape time: the
+stored conversations and doc 002's chatbot_active_sessions."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 # prometheus_client picks its value backend at import time: the directory must be in the
 # environment before the import below. One per uvicorn master (the workers' parent), under /tmp
@@ -41,25 +42,39 @@ TOKENS = Counter("chatbot_tokens_total", "Total tokens used", ["model", "type"])
 LLM_REQUESTS = Counter("chatbot_llm_requests_total", "Chat completion calls to the LLM", ["result"])
 
 
-class StoredConversations:
-    """A gauge computed from the database at each scrape (the same in every worker)."""
+# The API has no login session: doc 002's "active session" is a conversation written in within
+# this window (the dashboard's own rate window).
+ACTIVE_WINDOW_S = 300.0
 
-    def __init__(self, count: Callable[[], int]) -> None:
-        self.count = count
+
+class Counts(Protocol):
+    def count_conversations(self) -> int: ...
+
+    def count_active_conversations(self, since: float) -> int: ...
+
+
+class DatabaseGauges:
+    """Gauges computed from the database at each scrape (the same in every worker)."""
+
+    def __init__(self, db: Counts) -> None:
+        self.db = db
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        gauge = GaugeMetricFamily("chatbot_conversations_stored", "Conversations in the database")
         try:
-            gauge.add_metric([], self.count())
-        except Exception:  # a scrape must not fail because the database does: the gauge is absent
+            stored = self.db.count_conversations()
+            active = self.db.count_active_conversations(time.time() - ACTIVE_WINDOW_S)
+        except Exception:  # a scrape must not fail because the database does: the gauges are absent
             return
-        yield gauge
+        yield GaugeMetricFamily("chatbot_conversations_stored", "Conversations in the database", value=stored)
+        yield GaugeMetricFamily(
+            "chatbot_active_sessions", "Conversations with a message in the last 5 minutes", value=active
+        )
 
 
-def render(count_conversations: Callable[[], int]) -> bytes:
+def render(db: Counts) -> bytes:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    registry.register(StoredConversations(count_conversations))  # type: ignore[arg-type]
+    registry.register(DatabaseGauges(db))  # type: ignore[arg-type]
     return generate_latest(registry)
 
 

@@ -175,9 +175,11 @@ def _rule_healths(data: dict[str, Any]) -> Iterable[str]:
 
 
 def _target_healths(data: dict[str, Any]) -> Iterable[str]:
-    # No target yet is not settled either: after a start Prometheus syncs discovered targets to
-    # its scrape manager only after about 5 s.
-    return [t.health for t in active_targets(data)] or [UNKNOWN]
+    # Settled once every target is up. No target yet is not settled: after a start Prometheus
+    # syncs discovered targets to its scrape manager only after about 5 s. A target down is
+    # re-read too: one failed scrape while a service restarted (another check's fault) is a blip,
+    # a target still down after settle_s is down.
+    return [UNKNOWN if t.health != "up" else t.health for t in active_targets(data)] or [UNKNOWN]
 
 
 @check("prometheus-rules")

@@ -171,7 +171,7 @@ def test_targets_up_pass_and_a_target_down_fails_with_the_scrape_error() -> None
     container = world()
     error = 'Get "http://api:8000/metrics": context deadline exceeded'
     container.api["/api/v1/targets?state=active"] = targets(("up", ""), ("down", error))
-    results = judge("prometheus-targets", container)
+    results = judge("prometheus-targets", container, settle_s=0.5)
     assert [r.outcome for r in results] == [Outcome.PASS, Outcome.FAIL]
     assert results[1].evidence == f"health down: {error}"
 
@@ -226,3 +226,12 @@ def test_targets_not_yet_discovered_after_a_start_are_waited_for() -> None:
     [result] = judge("prometheus-targets", container)
     assert result.outcome is Outcome.PASS, result.line()
     assert sum(c[-1].endswith("/api/v1/targets?state=active") for c in container.calls) == 3
+
+
+def test_a_target_down_for_a_moment_is_read_again_before_it_is_judged() -> None:
+    """One failed scrape while a service restarted is a blip, not a target down."""
+    answers = iter([targets(("down", "connection refused"))])
+    container = world()
+    container.api["/api/v1/targets?state=active"] = lambda: next(answers, targets(("up", "")))
+    [result] = judge("prometheus-targets", container)
+    assert result.outcome is Outcome.PASS, result.line()

@@ -45,6 +45,7 @@ from stackcheck.waiting import wait_until
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.exclusive("measures RTO and time to first token")]
 
 CHATBOT = Path(__file__).resolve().parents[2] / "stacks" / "chatbot"
+CONVERSATIONS = "/api/v1/conversations"
 ADDED_MS = 300  # the latency Toxiproxy adds on api->llm for the TTFT check
 # Two users streaming chats for 8 s: ~100 answers a run, enough for a stable median.
 TTFT_PROFILE = Profile("ttft", "2 users streaming chats, 8 s", (Stage(1, 2), Stage(7, 2)))
@@ -206,7 +207,11 @@ def test_chat_clients_hanging_up_mid_stream_do_not_wedge_ollama(chatbot: Stack) 
                 assert response.status_code == 200
                 events = _events(response.iter_lines())
                 assert [next(events)[0], next(events)[0]] == ["stored", None]  # stored, then a piece
-            answered = wait_until(lambda: client.post("/api/v1/conversations", json=chat).status_code == 201 or None, 5)
+            try:
+                answered = wait_until(lambda: client.post(CONVERSATIONS, json=chat).status_code == 201 or None, 5)
+            except httpx.HTTPError as exc:  # the API itself did not answer: its log and Ollama's say why
+                logs = {name: chatbot.service(name).logs(20) for name in ("api", "ollama")}
+                pytest.fail(f"the API did not answer after {n + 1} hang-ups ({exc!r}): {logs}")
             assert answered is not None, f"Ollama stopped answering after {n + 1} chat clients hung up mid-stream"
 
 

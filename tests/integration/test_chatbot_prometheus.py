@@ -209,12 +209,12 @@ def test_the_api_paused_is_a_target_down_and_fires_api_down(
 
     with faults.pause(chatbot.service("api")):
         assert wait_until(lambda: health() == "down" or None, 10), "the paused API's target never went down"
-        [result] = judge(chatbot, policy, "prometheus-targets")
+        fired = await_alerts(server, {"ChatbotApiDown"}, 15)
+        print(f"\nChatbotApiDown firing {fired:.1f}s after the target went down")
+        [result] = judge(chatbot, policy, "prometheus-targets")  # re-read for settle_s: still down
         assert (result.outcome, result.subject) == (Outcome.FAIL, "prometheus:chatbot-api http://api:8000/metrics")
         assert result.evidence.startswith("health down: ")
         assert "context deadline exceeded" in result.evidence
-        fired = await_alerts(server, {"ChatbotApiDown"}, 15)
-        print(f"ChatbotApiDown firing {fired:.1f}s after the target went down")
     assert wait_until(lambda: health() == "up" or None, 10), "the target did not come back up"
     [again] = judge(chatbot, policy, "prometheus-targets")
     assert again.outcome is Outcome.PASS, again.line()

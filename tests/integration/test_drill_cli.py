@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -15,8 +14,7 @@ import pytest
 
 from stackcheck import resources
 from stackcheck.load.history import History
-from stackcheck.stack import remove_runs
-from tests.integration.leftovers import RunWatch, run_ids, wait_gone
+from tests.integration.leftovers import RunWatch, wait_gone
 
 pytestmark = [
     pytest.mark.docker,
@@ -35,15 +33,6 @@ def stackcheck(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedPro
         [sys.executable, "-m", "stackcheck.cli", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
-
-
-@pytest.fixture
-def watch(docker_client: docker.DockerClient) -> Iterator[RunWatch]:
-    """The runs the drill's pytest child starts; anything of theirs left is removed afterwards."""
-    with RunWatch(docker_client, run_ids(docker_client)) as watching:
-        yield watching
-    for run_id in watching.new_runs():
-        remove_runs(docker_client, run_id)
 
 
 def test_drill_q1_on_the_cluster_writes_its_record_and_history_and_leaves_nothing(

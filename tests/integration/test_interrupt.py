@@ -8,14 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
 
-from stackcheck.stack import Stack, remove_runs
-from tests.integration.leftovers import Leftovers, RunWatch, containers, reference_containers, run_ids, wait_gone
+from stackcheck.stack import Stack
+from tests.integration.leftovers import Leftovers, RunWatch, containers, reference_containers, wait_gone
 
 pytestmark = [
     pytest.mark.docker,
@@ -52,15 +52,6 @@ class Command:
             assert self.proc.poll() is None, f"ended ({self.proc.returncode}) before {what}:\n{self.output}"
             time.sleep(0.1)
         raise AssertionError(f"no {what} within {timeout:.0f}s:\n{self.output}")
-
-
-@pytest.fixture
-def watch(docker_client: docker.DockerClient) -> Iterator[RunWatch]:
-    """Runs that appear during the test; anything of theirs left is removed afterwards."""
-    with RunWatch(docker_client, run_ids(docker_client)) as watching:
-        yield watching
-    for run_id in watching.new_runs():
-        remove_runs(docker_client, run_id)
 
 
 def sigterm(command: Command, client: docker.DockerClient, run_id: str, watch: RunWatch) -> tuple[Leftovers, int]:

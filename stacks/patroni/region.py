@@ -33,8 +33,8 @@ from stackcheck.chaos.meters import LedgerReport, WriteLedger
 from stackcheck.chaos.scenarios import load_hook
 from stackcheck.chaos.spec import Hook, Scenario
 from stackcheck.errors import StackError, ToxiproxyError
-from stackcheck.stack import Stack
-from stackcheck.stackfile import FileSpec
+from stackcheck.stack import Stack, run_healthcheck
+from stackcheck.stackfile import FileSpec, Readiness
 
 HERE = Path(__file__).resolve().parent
 
@@ -236,7 +236,12 @@ def _rebuild_region_a(stack: Stack, exp: Experiment, specs: dict[str, Any], tags
     exp.action(
         "rebuild region A: patroni-1 as a standby of B", lambda: stack.start_services([standby["patroni-1"]], tags)
     )
-    rest = [standby["patroni-2"], standby["patroni-3"], specs["haproxy"]]
+    # HAProxy's healthcheck means "writes have a leader": no member of a standby cluster answers
+    # /primary (Patroni's standby leader says 503), so it is started as running here and waited
+    # for once region A is promoted. Awaiting it now passed only when a poll fell in HAProxy's
+    # first second, before its first checks marked the presumed-up servers down.
+    haproxy = replace(specs["haproxy"], ready=Readiness.RUNNING)
+    rest = [standby["patroni-2"], standby["patroni-3"], haproxy]
     exp.action("rebuild region A: replicas and HAProxy", lambda: stack.start_services(rest, tags))
     wait_until("patroni-1 streams from region B", lambda: _receiving(stack, "patroni-1"), TIMEOUT_S)
 
@@ -260,6 +265,7 @@ def _switch_back(
     wait_until(f"{B_LEADER} is a standby leader", lambda: _role(region_b, B_LEADER, "standby_leader"), TIMEOUT_S)
     exp.action("failback: promote region A", lambda: _patch(region_a, "patroni-1", {"standby_cluster": None}))
     wait_until("patroni-1 leads", lambda: not_primary(region_a, "patroni-1"), TIMEOUT_S)
+    wait_until("HAProxy routes writes to region A", lambda: run_healthcheck(stack.service("haproxy").docker), TIMEOUT_S)
     exp.action(f"failback: move clients: {CLIENT_LINK} -> {A_HOME}", lambda: _move_clients(stack, A_HOME))
     stack.toxiproxy.set_enabled(CLIENT_LINK, True)
     since = paused.mono - meter.probe_timeout

@@ -3,6 +3,8 @@ link against an in-process OpenAI-style endpoint (httpx.MockTransport), health a
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import signal
@@ -419,6 +421,56 @@ def test_a_client_gone_mid_stream_leaves_the_llm_stream_read_to_its_end() -> Non
     assert next(iter(stream)) == "w0 "
     stream.close()  # the client went away after one piece
     assert ended.wait(5), "the LLM stream was hung up on mid-answer"
+
+
+def test_a_client_gone_mid_stream_is_drained_at_once_not_when_the_garbage_collector_runs(tmp_path: Path) -> None:
+    """Starlette does not close a streamed body's iterator when its client hangs up: left to the
+    garbage collector, the LLM stream was closed in whichever thread the collector ran, once inside
+    httpcore's pool lock, which it then waited for itself: the API answered nothing more (seen
+    after 53 chat hang-ups). The API hands the stream to the drain when the response ends."""
+    ended = threading.Event()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        def chunks() -> Iterator[bytes]:
+            for n in range(50):
+                yield b"data: " + json.dumps(delta(f"w{n} ")).encode() + b"\n\n"
+            ended.set()
+            yield b"data: [DONE]\n\n"
+
+        return httpx.Response(200, stream=_Iter(chunks()), headers={"content-type": "text/event-stream"})
+
+    body = json.dumps({"title": "gone", "message": {"content": "a long story", "stream": True}}).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/v1/conversations", "raw_path": b"/api/v1/conversations", "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+    asked = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        while sum(1 for m in sent if m.get("body")) < 2:  # stored, then a piece: then the tab closes
+            await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with TestClient(create_app(settings(tmp_path / "chat.db", llm="http://llm:11434"))) as client:
+        llm = client.app.state.llm  # type: ignore[attr-defined]
+        llm._client = httpx.Client(transport=httpx.MockTransport(answer), timeout=2.0)
+        gc.disable()  # no collection may close what the API left open
+        try:
+            asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
+            assert sent[0]["status"] == 200
+            assert ended.wait(5), "the hung-up stream was left to the garbage collector"
+        finally:
+            gc.enable()
 
 
 def test_a_stream_that_fails_before_its_first_piece_is_a_503_not_a_stream(

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, validator
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import metrics  # first: sets PROMETHEUS_MULTIPROC_DIR before prometheus_client loads
@@ -212,7 +213,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stream.close()
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx passes each event on at once
-        return StreamingResponse(events(), status_code=200, media_type="text/event-stream", headers=headers)
+        # The background task, not only events()' finally: a client that hangs up cancels the
+        # response, and Starlette never closes a sync body iterator; left to the garbage
+        # collector, the LLM stream was closed in whatever thread it ran in, once inside httpcore's
+        # pool lock, which that thread then waited for itself: every LLM call and health hung.
+        return StreamingResponse(
+            events(), status_code=200, media_type="text/event-stream", headers=headers,
+            background=BackgroundTask(stream.close),
+        )  # fmt: skip
 
     @app.post("/api/v1/conversations", status_code=201)
     def create_conversation(request: Request, body: ConversationCreate) -> Any:

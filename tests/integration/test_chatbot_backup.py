@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,6 +24,7 @@ from stackcheck import stackfile
 from stackcheck.chaos.experiment import Experiment, ExperimentResult
 from stackcheck.chaos.scenarios import load_hook
 from stackcheck.stack import Stack
+from stackcheck.stackfile import StackSpec
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -40,6 +41,11 @@ SKIPS_MESSAGES = (
     " dst.executescript(chr(10).join(s for s in src.iterdump() if 'messages' not in s and 'sqlite_sequence' not in s));"
     " print(json.dumps({'file': path}))",
 )  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built(own_images: Callable[[StackSpec], None]) -> None:
+    own_images(SPEC)  # its own API image, whatever ran before
 
 
 def hooks() -> ModuleType:

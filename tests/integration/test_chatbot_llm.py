@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from stackcheck import stackfile
 from stackcheck.chaos import faults
 from stackcheck.chaos.experiment import Experiment, ExperimentResult
 from stackcheck.chaos.scenarios import run_scenario
@@ -39,6 +40,7 @@ from stackcheck.load.objectives import Metric
 from stackcheck.load.profiles import Profile, Stage
 from stackcheck.loadmix import LoadMix
 from stackcheck.stack import Stack
+from stackcheck.stackfile import StackSpec
 from stackcheck.toxiproxy import Stream
 from stackcheck.waiting import wait_until
 
@@ -49,6 +51,11 @@ CONVERSATIONS = "/api/v1/conversations"
 ADDED_MS = 300  # the latency Toxiproxy adds on api->llm for the TTFT check
 # Two users streaming chats for 8 s: ~100 answers a run, enough for a stable median.
 TTFT_PROFILE = Profile("ttft", "2 users streaming chats, 8 s", (Stage(1, 2), Stage(7, 2)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built(own_images: Callable[[StackSpec], None]) -> None:
+    own_images(stackfile.load(CHATBOT / "stack.toml"))  # its own API image, whatever ran before
 
 
 def run(stack: Stack, name: str) -> ExperimentResult:

@@ -16,7 +16,7 @@ import dataclasses
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +29,7 @@ from stackcheck.chaos.scenarios import load_hook
 from stackcheck.compliance import runner
 from stackcheck.compliance.model import Outcome, Result
 from stackcheck.stack import Stack
+from stackcheck.stackfile import StackSpec
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -43,6 +44,11 @@ SKIPS_MESSAGES = (
     'f="/backups/chatbot-$(date -u +%Y%m%dT%H%M%S%6NZ).sql.gz"; pg_dump -h /tmp -U postgres --clean --if-exists'
     ' --exclude-table-data=messages "$POSTGRES_DB" | gzip > "$f" && printf \'{"file": "%s"}\\n\' "$f"',
 )  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built(own_images: Callable[[StackSpec], None]) -> None:
+    own_images(SPEC)  # the profile's API image is its own (stackcheck/chatbot-pg-api), not the base's
 
 
 @pytest.fixture(scope="module")

@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from stackcheck import stackfile
 from stackcheck.chaos import faults
 from stackcheck.compliance import prometheus, runner
 from stackcheck.compliance.model import Outcome, Policy, Result
 from stackcheck.errors import StackError
 from stackcheck.stack import Stack
+from stackcheck.stackfile import StackSpec
 from stackcheck.waiting import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -42,6 +44,11 @@ RECORDED_AFTER_A_CHAT = ("chatbot:tokens:rate1h",)
 ALERTS = ("ChatbotApiDown", "ChatbotHighErrorRate", "ChatbotLlmUnavailable", "ChatbotSlowResponses")
 # Parses (promtool passes it) but cannot evaluate: the regular expression is compiled at evaluation.
 UNEVALUABLE = 'label_replace(up, "broken", "$1", "instance", "(")'
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built(own_images: Callable[[StackSpec], None]) -> None:
+    own_images(stackfile.load(CHATBOT / "stack.toml"))  # its own API image, whatever ran before
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,12 @@ def _catalog(stack: str | None) -> images.Catalog:
     return catalog.for_stack(stackfile.load(stack)) if stack else catalog
 
 
+def _build_needed(stack: str, offline: bool | None) -> None:
+    """The images the stack boots from, its own included, built where missing or changed."""
+    catalog = _catalog(stack)
+    images.ImageBuilder(engine.client(), catalog, offline=offline).build(only=catalog.needed(stackfile.load(stack)))
+
+
 def cmd_images_build(args: argparse.Namespace) -> int:
     catalog = _catalog(args.stack)
     builder = images.ImageBuilder(engine.client(), catalog, offline=args.offline)
@@ -162,9 +168,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     engine.ensure_engine()
     phase("engine", started)
     started = time.monotonic()
-    catalog = _catalog(args.stack)
-    needed = catalog.needed(stackfile.load(args.stack))
-    images.ImageBuilder(engine.client(), catalog, offline=args.offline).build(only=needed)
+    _build_needed(args.stack, args.offline)
     phase("images", started)
     run_dir = (Path(REPORTS_DIR) / new_run_id()).resolve()
     areas = args.area or list(GATE_AREAS)
@@ -214,6 +218,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
             f"{args.stack} declares no drill or scenario {args.scenario!r}",
             f"drill one of: {', '.join(names)}" if names else "add a [scenarios.NAME] table to the stack file",
         )
+    engine.ensure_engine()  # as the gate does: a drill on a fresh machine needs no setup step first
+    _build_needed(args.stack, args.offline)
     run_dir = (Path(REPORTS_DIR) / f"{new_run_id()}-drill-{args.scenario}").resolve()
     test = resources.product_suites()["chaos"] / "test_scenarios.py"
     pytest_args = _pytest_child([f"{test}::test_scenario[{scenario.name}]"], run_dir, args.stack)
@@ -428,6 +434,7 @@ def parser() -> argparse.ArgumentParser:
     drill.add_argument("--operator", default=None, help="who runs the drill (left blank in the record otherwise)")
     drill.add_argument("--history-url", default=None, help="postgresql://... (default: reports/history.sqlite)")
     drill.add_argument("--no-history", action="store_true", help="record nothing, show no earlier drills")
+    _mode_options(drill)
     drill.set_defaults(func=cmd_drill)
     sign = sub.add_parser(
         "sign-off", help="a reviewer's verdict on a drill run: stored in the history, written into its record"

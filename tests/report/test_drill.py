@@ -69,9 +69,19 @@ def test_drill_without_the_scenario_is_a_clear_error(make_run: MakeRun) -> None:
         render_drill(make_run("clean"), "primary-kill")
 
 
+@pytest.fixture(autouse=True)
+def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The drill's engine check and image build are faked too (these tests run without Docker):
+    the stack files it built for."""
+    stacks: list[str] = []
+    monkeypatch.setattr(cli.engine, "ensure_engine", lambda **_: None)
+    monkeypatch.setattr(cli, "_build_needed", lambda stack, offline: stacks.append(stack))
+    return stacks
+
+
 @pytest.mark.parametrize(("scenario", "code"), [("backend-kill", 0), ("redis-kill", 1)])
 def test_drill_command_runs_the_scenario_and_exits_on_breach(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scenario: str, code: int
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, scenario: str, code: int, built: list[str]
 ) -> None:
     """The pytest run is faked: it writes what the chaos test would (results.json) into --report-dir."""
     calls: list[list[str]] = []
@@ -88,6 +98,7 @@ def test_drill_command_runs_the_scenario_and_exits_on_breach(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.interrupt, "run_child", fake_pytest)
     assert cli.main(["drill", scenario, "--operator", "bob"]) == code
+    assert len(built) == 1, "a drill builds its stack's images first, as the gate does"
     (args,) = calls
     assert args[1:3] == ["-m", "pytest"]
     test, selected = args[3].split("::")

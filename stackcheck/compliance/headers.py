@@ -178,12 +178,17 @@ def upstreams_stopped(stack: Stack, timeout: float = 60.0) -> Iterator[None]:
     handles = [h for dep in upstream_services(stack) for h in stack.instances(dep)]
     for handle in handles:
         handle.docker.stop(timeout=1)
+    interrupted = False
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM (stackcheck.interrupt): the stack is removed next
+        interrupted = True
+        raise
     finally:
         for handle in handles:
             handle.docker.start()
-        _await_healthy(stack, handles, timeout)
+        if not interrupted:  # waiting 5 s for backends nothing will use would hold the removal up
+            _await_healthy(stack, handles, timeout)
 
 
 def _await_healthy(stack: Stack, handles: list[ServiceHandle], timeout: float) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 
 GGUF_VERSION = "0.19.0"
 SEED = 13
+EOS = 2  # </s>
 SPACE = "\u2581"  # SentencePiece's word-boundary mark
 CORPUS = """
 A stack is a set of services that answer together: an edge proxy, an API, a database, a cache
@@ -31,6 +32,17 @@ stream arrives one piece at a time. Tests read fresh state, name the problem and
 clean up what they started. Latency, errors, throughput and recovery time are measured, not
 guessed. When a check fails, the report says which service, which link and which number.
 """
+
+
+# The model never ends an answer by itself (its answers end at max_tokens or the Modelfile's
+# num_predict): with random weights, an end-of-text token sampled first was an empty answer, about 1
+# in 800, and a stream with no token is an error to a load run. Dimension ALWAYS of the residual
+# stream holds the constant ALWAYS_VALUE (every embedding has it, no layer writes to it), so after
+# the final RMSNorm it is positive whatever the text; </s>'s output row reads only that dimension,
+# with weight -EOS_SUPPRESSION: its logit is far below every other token's (those are ~N(0, 1)).
+ALWAYS = 0
+ALWAYS_VALUE = 4.0
+EOS_SUPPRESSION = 20.0
 
 
 @dataclass(frozen=True)
@@ -109,23 +121,33 @@ def write(path: Path, dims: Dims = Dims()) -> None:
     w.add_token_types(types)
     w.add_unk_token_id(0)
     w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
+    w.add_eos_token_id(EOS)
     w.add_add_bos_token(True)
     w.add_add_space_prefix(True)
+    def writes_residual(out: np.ndarray) -> np.ndarray:
+        out[ALWAYS, :] = 0.0  # a layer's output leaves the constant dimension as it is
+        return out
+
     # numpy shapes are GGUF's dimensions reversed: (out, in) for a matrix.
-    w.add_tensor("token_embd.weight", weight(len(tokens), dims.embd))
+    embeddings = weight(len(tokens), dims.embd)
+    embeddings[:, ALWAYS] = ALWAYS_VALUE
+    w.add_tensor("token_embd.weight", embeddings)
     for i in range(dims.layers):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(dims.embd, np.float32))
         w.add_tensor(f"blk.{i}.attn_q.weight", weight(dims.heads * head_dim, dims.embd))
         w.add_tensor(f"blk.{i}.attn_k.weight", weight(dims.kv_heads * head_dim, dims.embd))
         w.add_tensor(f"blk.{i}.attn_v.weight", weight(dims.kv_heads * head_dim, dims.embd))
-        w.add_tensor(f"blk.{i}.attn_output.weight", weight(dims.embd, dims.heads * head_dim))
+        w.add_tensor(f"blk.{i}.attn_output.weight", writes_residual(weight(dims.embd, dims.heads * head_dim)))
         w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(dims.embd, np.float32))
         w.add_tensor(f"blk.{i}.ffn_gate.weight", weight(dims.ff, dims.embd))
         w.add_tensor(f"blk.{i}.ffn_up.weight", weight(dims.ff, dims.embd))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", weight(dims.embd, dims.ff))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", writes_residual(weight(dims.embd, dims.ff)))
     w.add_tensor("output_norm.weight", np.ones(dims.embd, np.float32))
-    w.add_tensor("output.weight", weight(len(tokens), dims.embd))
+    output = weight(len(tokens), dims.embd)
+    output[:, ALWAYS] = 0.0  # the constant shifts no token's logit ...
+    output[EOS] = 0.0
+    output[EOS, ALWAYS] = -EOS_SUPPRESSION  # ... but </s>'s, far down
+    w.add_tensor("output.weight", output)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

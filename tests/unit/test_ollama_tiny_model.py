@@ -85,7 +85,8 @@ def test_merges_are_deterministic_and_follow_frequency(make_model: ModuleType) -
 
 def test_end_of_text_is_never_the_likely_token(make_model: ModuleType, model: Path) -> None:
     """The constant dimension no layer writes, which </s>'s output row alone reads, negatively."""
-    tensors = {t.name: t.data.reshape(tuple(reversed([int(n) for n in t.shape]))) for t in gguf.GGUFReader(model).tensors}
+    reader = gguf.GGUFReader(model)
+    tensors = {t.name: t.data.reshape(tuple(reversed([int(n) for n in t.shape]))) for t in reader.tensors}
     always, eos = make_model.ALWAYS, make_model.EOS
     assert (tensors["token_embd.weight"][:, always] == make_model.ALWAYS_VALUE).all()
     for i in range(4):
@@ -93,5 +94,7 @@ def test_end_of_text_is_never_the_likely_token(make_model: ModuleType, model: Pa
             assert not tensors[name][always].any(), name
     output = tensors["output.weight"]
     assert output[eos, always] == -make_model.EOS_SUPPRESSION
-    assert not output[eos, :always].any() and not output[eos, always + 1 :].any()
-    assert not output[:eos, always].any() and not output[eos + 1 :, always].any()
+    assert not output[eos, :always].any()
+    assert not output[eos, always + 1 :].any()
+    assert not output[:eos, always].any()
+    assert not output[eos + 1 :, always].any()

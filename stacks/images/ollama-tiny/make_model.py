@@ -124,6 +124,7 @@ def write(path: Path, dims: Dims = Dims()) -> None:
     w.add_eos_token_id(EOS)
     w.add_add_bos_token(True)
     w.add_add_space_prefix(True)
+
     def writes_residual(out: np.ndarray) -> np.ndarray:
         out[ALWAYS, :] = 0.0  # a layer's output leaves the constant dimension as it is
         return out

@@ -142,8 +142,9 @@ def test_ryuk_reaps_containers_of_a_killed_session(
         alive = {c.id for c in docker_client.containers.list(all=True)}
         if victim_id not in alive and ryuk_id not in alive:
             return
-        # The reaper removes itself when done: keep its log while it is there, for the message.
-        with contextlib.suppress(docker.errors.NotFound):
+        # The reaper removes itself when done: keep its log while it is there, for the message
+        # (a container being removed answers 409, not 404: "dead or marked for removal").
+        with contextlib.suppress(docker.errors.APIError):
             reaper_log = docker_client.containers.get(ryuk_id).logs(tail=30).decode(errors="replace")
         time.sleep(0.5)
     left = [name for cid, name in ((victim_id, "the victim"), (ryuk_id, "the reaper")) if cid in alive]

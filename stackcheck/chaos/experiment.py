@@ -147,13 +147,12 @@ class Experiment:
         return recovered
 
     def _fault_start(self) -> float | None:
-        """The earliest a probe can have met the first fault: the fault's start less one probe
-        timeout (a probe still in flight when the fault began fails of it). The outage the RTO
-        measures starts no earlier; a failure before that is the host, not the fault."""
+        """When the first fault began (monotonic): the RTO meter measures the outage that had not
+        recovered by then (a probe in flight then can have met it)."""
         starts = self.journal.find(EventKind.FAULT_START)
         if not starts or self._rto is None:
             return None
-        return min(e.mono for e in starts) - self._rto.probe_timeout
+        return min(e.mono for e in starts)
 
     def finish(self) -> ExperimentResult:
         rto = self._rto.result(self._fault_start()) if self._rto is not None else None

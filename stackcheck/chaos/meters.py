@@ -72,7 +72,7 @@ class RtoResult:
     total_probes: int
     k: int
     answer_latency_s: float | None  # median latency of the successful probes; None: none succeeded
-    failed_before: int = 0  # probes that failed before ``since`` (the fault): not part of the outage
+    failed_before: int = 0  # probes that failed of the host before the fault: not part of the outage
 
     @property
     def recovered(self) -> bool:
@@ -99,28 +99,48 @@ class RtoResult:
         return f"RTO {self.rto_s:.3f}s ({rule}; {failed})"
 
 
-def compute_rto(samples: Iterable[ProbeSample], period: float, k: int, since: float | None = None) -> RtoResult:
-    """RTO of the first outage that starts at or after ``since`` (the fault's start): a probe that
-    failed before the fault (a loaded host) is counted apart, never taken for the outage's start,
-    so that a blip before the fault cannot end "recovered" before the fault began."""
+def compute_rto(
+    samples: Iterable[ProbeSample], period: float, k: int, fault_start: float | None = None, in_flight_s: float = 0.0
+) -> RtoResult:
+    """RTO of the fault's outage: the first outage that had not recovered when the fault began.
+
+    A probe due up to ``in_flight_s`` (its timeout) before ``fault_start`` can fail of the fault
+    (it was still in flight when the fault began), so the outage may start that early. A failure
+    before that window, and an outage that recovered before the fault began, are the host, not
+    the fault (a loaded host, seen in primary-failover and LLM runs): counted in failed_before,
+    never taken for the outage. Without ``fault_start`` the first outage is the one."""
     ordered = sorted(samples, key=lambda s: s.scheduled)
-    early = [s for s in ordered if since is not None and s.scheduled < since]
+    start = None if fault_start is None else fault_start - in_flight_s
+    early = [s for s in ordered if start is not None and s.scheduled < start]
     judged = ordered[len(early) :]
-    first = next((i for i, s in enumerate(judged) if not s.ok), None)
-    first_failure = None if first is None else judged[first].scheduled
-    recovered_at = None
-    if first is not None:
-        for i in range(first + 1, len(judged) - k + 1):
-            run = judged[i : i + k]
-            if all(s.ok for s in run):
-                recovered_at = min(s.arrived for s in run)
-                break
+    first_failure = recovered_at = None
+    i = blips = 0
+    while i < len(judged):
+        first = next((j for j in range(i, len(judged)) if not judged[j].ok), None)
+        if first is None:
+            break
+        recovered_at, after = _recovery(judged, first, k)
+        if recovered_at is None or fault_start is None or recovered_at >= fault_start:
+            first_failure = judged[first].scheduled
+            break
+        blips += sum(not s.ok for s in judged[first:after])  # over before the fault began
+        recovered_at, i = None, after
     rto = recovered_at - first_failure if first_failure is not None and recovered_at is not None else None
     latencies = [s.latency for s in ordered if s.ok]
     latency = statistics.median(latencies) if latencies else None
-    failed = sum(not s.ok for s in judged)
-    failed_before = sum(not s.ok for s in early)
+    failed = sum(not s.ok for s in judged) - blips
+    failed_before = sum(not s.ok for s in early) + blips
     return RtoResult(rto, period, first_failure, recovered_at, failed, len(judged), k, latency, failed_before)
+
+
+def _recovery(judged: list[ProbeSample], first: int, k: int) -> tuple[float | None, int]:
+    """Arrival of the first of the first k consecutive answers after the failure at ``first``,
+    and the index where that run starts; (None, len) when none."""
+    for i in range(first + 1, len(judged) - k + 1):
+        run = judged[i : i + k]
+        if all(s.ok for s in run):
+            return min(s.arrived for s in run), i
+    return None, len(judged)
 
 
 class RtoMeter:
@@ -167,15 +187,17 @@ class RtoMeter:
         self._thread.join()
         self._pool.shutdown(wait=True)
 
-    def wait_for_recovery(self, timeout_s: float, since: float | None = None) -> bool:
-        """Block until the last K probes succeeded after a failure (or timeout); True when recovered."""
-        recovered = wait_until(lambda: self.result(since).recovered_at, timeout_s, interval_s=self.period)
+    def wait_for_recovery(self, timeout_s: float, fault_start: float | None = None) -> bool:
+        """Block until K probes in a row succeeded after the fault's outage (or timeout); True when recovered."""
+        recovered = wait_until(lambda: self.result(fault_start).recovered_at, timeout_s, interval_s=self.period)
         return recovered is not None
 
-    def result(self, since: float | None = None) -> RtoResult:
+    def result(self, fault_start: float | None = None) -> RtoResult:
+        """The RTO of the fault that began at ``fault_start`` (monotonic); a probe in flight then
+        (due up to one probe timeout earlier) can have met it."""
         with self._lock:
             samples = list(self.samples)
-        return compute_rto(samples, self.period, self.k, since)
+        return compute_rto(samples, self.period, self.k, fault_start, self.probe_timeout)
 
 
 # -- RPO ------------------------------------------------------------------------------------------

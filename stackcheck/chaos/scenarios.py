@@ -173,8 +173,7 @@ class ScenarioRun:
         if v.healthy:
             self.exp.verify("every instance of the target healthy again", lambda: faults.not_healthy(self.instances()))
         if self.meter is not None:
-            start = self.window()[0] - self.meter.probe_timeout
-            rto = self.meter.result(start)
+            rto = self.meter.result(self.window()[0])
             if v.min_probes is not None:
                 least = v.min_probes
                 self.exp.verify(

@@ -175,6 +175,40 @@ def test_a_burst_of_health_probes_is_one_llm_probe_per_ttl(llm_client: tuple[Tes
     assert (probe["model"], probe["max_tokens"], probe["stream"]) == ("tiny", 1, False)
 
 
+def test_a_stale_health_result_is_answered_at_once_while_one_probe_refreshes_it(
+    llm_client: tuple[TestClient, FakeLlm],
+) -> None:
+    """A health request never waits for the model after the first probe: the probe queues behind
+    chats on the model's one slot, and a health p95 is not the model's latency."""
+    client, fake = llm_client
+    llm = client.app.state.llm  # type: ignore[attr-defined]
+    assert client.get("/api/v1/health").json()["llm"] == "ok"  # the first call probes
+    release, waiting = threading.Event(), []
+    stalled = fake.__call__
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        waiting.append(request.url.path)
+        release.wait(5)
+        return stalled(request)
+
+    llm._client = httpx.Client(transport=httpx.MockTransport(slow), timeout=6.0)
+    fake.models = ["other"]
+    llm.health_ttl_s = 0.0  # every result stale
+    took = []
+    for _ in range(5):
+        started = time.monotonic()
+        body = client.get("/api/v1/health").json()
+        took.append(time.monotonic() - started)
+        assert body["llm"] == "ok", "the last result, while the refresh waits on the model"
+    assert max(took) < 1.0, f"health waited for the model: {took}"
+    assert waiting == ["/v1/models"], "one refresh for the whole burst"
+    release.set()
+    deadline = time.monotonic() + 5  # the app's own venv has no stackcheck: a plain poll
+    while client.get("/api/v1/health").json()["llm"] != "degraded":
+        assert time.monotonic() < deadline, "the refresh never landed"
+        time.sleep(0.02)
+
+
 def test_health_says_degraded_when_the_model_is_listed_but_generates_nothing(
     llm_client: tuple[TestClient, FakeLlm],
 ) -> None:

@@ -62,10 +62,24 @@ def test_a_failure_before_the_fault_is_not_the_outage() -> None:
     assert old.first_failure == pytest.approx(0.05)  # without the fault's start: the blip
     assert old.recovered_at is not None
     assert old.recovered_at < 0.4
-    result = compute_rto(series(pattern), PERIOD, k=3, since=0.4)
+    result = compute_rto(series(pattern), PERIOD, k=3, fault_start=0.4)
     assert result.first_failure == pytest.approx(0.4)
     assert result.rto_s == pytest.approx(0.5 + ANSWER)
     assert (result.failed_probes, result.failed_before) == (10, 1)
+
+
+def test_a_blip_over_before_the_fault_began_is_not_the_outage() -> None:
+    """A blip in the in-flight window (a probe due less than one timeout before the fault can fail
+    of it) that recovered before the fault began (CI, the chatbot's llm-slow on the broken
+    variant: a 0.5 s "RTO" ended before the 3 s fault did anything, and its breach went unseen)."""
+    pattern = "....x....." + "xxxxxxxxxx" + "...."  # blip at 0.20 s, fault at 0.50 s, in-flight 0.4 s
+    result = compute_rto(series(pattern), PERIOD, k=3, fault_start=0.5, in_flight_s=0.4)
+    assert result.first_failure == pytest.approx(0.5)
+    assert result.rto_s == pytest.approx(0.5 + ANSWER)
+    assert (result.failed_probes, result.failed_before) == (10, 1)
+    in_flight = compute_rto(series("........xx" + "xxxxxxxxxx" + "...."), PERIOD, k=3, fault_start=0.5, in_flight_s=0.4)
+    assert in_flight.first_failure == pytest.approx(0.4), "a probe in flight when the fault began is its outage"
+    assert in_flight.failed_before == 0
 
 
 def test_a_flap_shorter_than_k_is_not_recovery() -> None:

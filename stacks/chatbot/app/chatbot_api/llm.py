@@ -188,10 +188,10 @@ class Llm:
     def _refresh(self, timeout_s: float) -> str | None:
         try:
             found = self._probe(time.monotonic() + timeout_s)
-        finally:
-            with self._lock:
-                self._probing = False
-        self._remember(found)
+        except Exception as exc:  # never leave _probing set: health would answer an old result forever
+            found = f"the LLM health probe failed: {exc!r}"
+        with self._lock:  # the result and the end of the round at once: no second probe in between
+            self._status, self._probing = (time.monotonic(), found), False
         return found
 
     def _probe(self, deadline: float) -> str | None:

@@ -67,10 +67,14 @@ class GoProgram:
     binary: str  # name of the file placed in the context's bin/ folder
     ldflags: str = ""  # e.g. stamping the version that release builds stamp
     cgo_include: str = ""  # set: a cgo build (host gcc/g++) with this context folder on the include path
+    # Context files applied with `patch -p1` to the module's source before the build: a fix backported
+    # to the pinned version. The package must be its module's root (`go mod download` takes a module).
+    patches: tuple[str, ...] = ()
 
     def key(self) -> str:
         cgo = f" cgo_include={self.cgo_include}" if self.cgo_include else ""
-        return f"{self.package}@{self.version}->{self.binary} ldflags={self.ldflags}{cgo}"
+        patched = f" patches={','.join(self.patches)}" if self.patches else ""
+        return f"{self.package}@{self.version}->{self.binary} ldflags={self.ldflags}{cgo}{patched}"
 
 
 @dataclass(frozen=True)
@@ -124,10 +128,10 @@ class Catalog:
                 if not isinstance(prog, dict):
                     raise raw.fail("go", f"entry {index} is not a table", 'write go = [{ package = "...", ... }]')
                 entry = Reader(path, prog, f"{raw.where}.go[{index}]", ImageError)
-                entry.only({"package", "version", "binary", "ldflags", "cgo_include"})
+                entry.only({"package", "version", "binary", "ldflags", "cgo_include", "patches"})
                 fields = {k: entry.get(k, str, required=True) for k in ("package", "version", "binary")}
                 fields |= {k: entry.get(k, str, "") for k in ("ldflags", "cgo_include")}
-                programs.append(GoProgram(**fields))
+                programs.append(GoProgram(**fields, patches=entry.str_list("patches")))
             images[name] = ImageSpec(
                 name=name,
                 context=(path.parent / raw.get("context", str, required=True)).resolve(),
@@ -453,8 +457,15 @@ class ImageBuilder:
                 cmd = [go, "build", *flags, "-o", str(out / prog.binary), prog.package]
                 _run(cmd, spec.context, {**env, **cgo}, f"go build {prog.package}", fix)
                 continue
-            gobin = self.cache_dir / "gobin" / hashlib.sha256(prog.key().encode()).hexdigest()[:16]
-            if not (gobin / Path(prog.package).name).exists():
+            key = prog.key().encode() + b"".join((spec.context / rel).read_bytes() for rel in prog.patches)
+            gobin = self.cache_dir / "gobin" / hashlib.sha256(key).hexdigest()[:16]
+            if prog.patches and not (gobin / Path(prog.package).name).exists():
+                source = self._patched_source(go, prog, spec.context, env, gobin.name)
+                target = gobin / Path(prog.package).name
+                gobin.mkdir(parents=True, exist_ok=True)
+                cmd = [go, "build", *flags, "-o", str(target), "."]
+                _run(cmd, source, {**env, **cgo}, f"go build {prog.package}", fix)
+            elif not (gobin / Path(prog.package).name).exists():
                 _run(
                     [go, "install", *flags, f"{prog.package}@{prog.version}"],
                     None,
@@ -463,6 +474,39 @@ class ImageBuilder:
                     fix,
                 )
             shutil.copy2(gobin / Path(prog.package).name, out / prog.binary)
+
+    def _patched_source(self, go: str, prog: GoProgram, context: Path, env: dict[str, str], key: str) -> Path:
+        """A writable copy of the module's source with the program's patches applied (cached by key)."""
+        source = self.cache_dir / "gosrc" / key
+        if source.exists():
+            return source
+        module = f"{prog.package}@{prog.version}"
+        if shutil.which("patch") is None:
+            raise ImageBuildError(f"`patch` is needed to apply {', '.join(prog.patches)}", "apt-get install -y patch")
+        fix = "check that the Go module proxy answers (GOPROXY), the version exists and the package is a module root"
+        cmd = [go, "mod", "download", "-json", module]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        try:
+            downloaded = Path(json.loads(proc.stdout)["Dir"])
+        except (ValueError, KeyError) as exc:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+            raise ImageBuildError(f"go mod download {module} failed (exit {proc.returncode})", fix, tail) from exc
+        staging = source.with_name(f"{key}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(downloaded, staging)
+        for path in staging.rglob("*"):  # the module cache is read-only
+            path.chmod(path.stat().st_mode | 0o200)
+        staging.chmod(0o755)
+        for rel in prog.patches:
+            _run(
+                ["patch", "-p1", "--batch", "--forward", "-i", str(context / rel)],
+                staging,
+                env,
+                f"applying {rel} to {module}",
+                f"the patch does not apply: rewrite {rel} for {prog.version} (or drop it if the version has the fix)",
+            )
+        staging.rename(source)
+        return source
 
     def _docker_build(
         self, name: str, ctx: Path, tag: str, args: dict[str, str], labels: dict[str, str], dockerfile: str

@@ -1,5 +1,6 @@
-"""The catalog's cgo builds (`cgo_include` on a Go program) and host-side generators (`generate`
-on an image), as the Ollama images use them, without an engine or a real Go toolchain."""
+"""The catalog's cgo builds (`cgo_include` on a Go program), patched module builds (`patches`) and
+host-side generators (`generate` on an image), as the Ollama images use them, without an engine or
+a real Go toolchain."""
 
 from __future__ import annotations
 
@@ -135,11 +136,69 @@ def test_a_failing_generator_names_the_image_and_shows_its_output(
     assert sys.executable in err.value.fix
 
 
+# `go mod download -json` names a read-only source folder; `go build` records the source it built.
+FAKE_GO_MODULE = """#!/bin/bash
+if [ "$1" = mod ]; then echo "{\\"Dir\\": \\"$MODULE_DIR\\"}"; exit 0; fi
+out="${@: -2:1}"
+cat main.go > "$out"
+"""
+
+
+@pytest.fixture
+def module_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[images.ImageBuilder, Path]:
+    module = tmp_path / "modcache" / "example.com" / "server@v1.0.0"
+    module.mkdir(parents=True)
+    (module / "main.go").write_text("package main\n\nfunc send() { ch <- v }\n")
+    for path in (module / "main.go", module):
+        path.chmod(0o555)
+    context = tmp_path / "server"
+    (context / "patches").mkdir(parents=True)
+    (context / "patches" / "fix.patch").write_text(
+        "--- a/main.go\n+++ b/main.go\n@@ -1,3 +1,3 @@\n package main\n \n-func send() { ch <- v }\n"
+        "+func send() { sendStreamValue(ctx, ch, v) }\n"
+    )
+    fake_go = tmp_path / "go"
+    fake_go.write_text(FAKE_GO_MODULE)
+    fake_go.chmod(0o755)
+    monkeypatch.setattr(images, "_go_binary", lambda: str(fake_go))
+    monkeypatch.setenv("MODULE_DIR", str(module))
+    return images.ImageBuilder(None, images.Catalog.load(), offline=True, cache_dir=tmp_path / "cache"), context  # type: ignore[arg-type]
+
+
+def test_a_patched_program_is_built_from_a_patched_copy_of_its_module(
+    module_build: tuple[images.ImageBuilder, Path], tmp_path: Path
+) -> None:
+    builder, context = module_build
+    program = images.GoProgram("example.com/server", "v1.0.0", "server", patches=("patches/fix.patch",))
+    builder._go_build(images.ImageSpec("server", context, go=(program,)), tmp_path / "bin")
+    assert "sendStreamValue(ctx, ch, v)" in (tmp_path / "bin" / "server").read_text()
+    module = tmp_path / "modcache" / "example.com" / "server@v1.0.0"
+    assert "ch <- v" in (module / "main.go").read_text(), "the module cache is left as it is"
+    assert program.key().endswith(" patches=patches/fix.patch")
+
+
+def test_a_patch_that_no_longer_applies_names_the_patch_and_the_version(
+    module_build: tuple[images.ImageBuilder, Path], tmp_path: Path
+) -> None:
+    builder, context = module_build
+    (context / "patches" / "fix.patch").write_text(
+        "--- a/main.go\n+++ b/main.go\n@@ -1,3 +1,3 @@\n package main\n \n-func other() {}\n+func other() { }\n"
+    )
+    program = images.GoProgram("example.com/server", "v1.0.0", "server", patches=("patches/fix.patch",))
+    with pytest.raises(ImageBuildError, match=r"applying patches/fix.patch to example.com/server@v1.0.0 failed") as err:
+        builder._go_build(images.ImageSpec("server", context, go=(program,)), tmp_path / "bin")
+    assert "rewrite patches/fix.patch for v1.0.0" in err.value.fix
+    assert "FAILED" in err.value.log_tail
+    assert not (tmp_path / "bin" / "server").exists()
+
+
 def test_the_shipped_ollama_images_are_pinned_cgo_and_generated() -> None:
     catalog = images.Catalog.load()
     (program,) = catalog.images["ollama"].go
     assert (program.package, program.version) == ("github.com/ollama/ollama", "v0.17.4")
     assert "version.Version=0.17.4" in program.ldflags
+    assert program.patches == ("patches/stream-send-watches-the-request.patch",)
+    assert all((catalog.images["ollama"].context / rel).is_file() for rel in program.patches)
     headers = catalog.images["ollama"].context / program.cgo_include
     assert {p.relative_to(headers).as_posix() for p in headers.rglob("*.h*")} == {
         "nlohmann/json.hpp",

@@ -1,6 +1,7 @@
 """The compliance gate on a real stack, serially and with two pytest-xdist workers: the same
-verdict for every check and every rule's subject, one boot for the two workers (the second
-attaches to the first's stack), and nothing left behind.
+verdict for every check and every rule's subject, on the clean stack and on a broken variant
+(the same breaches, found by either run), one boot for the two workers (the second attaches to
+the first's stack), and nothing left behind.
 
 The minimal stack (tests/integration/data/minimal/) keeps it cheap: one nginx container.
 """
@@ -11,6 +12,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,11 +36,11 @@ pytestmark = [
 MINIMAL = Path(__file__).parent / "data" / "minimal" / "stack.toml"
 
 
-def gate(cwd: Path, *extra: str) -> tuple[dict[str, Any], float, str]:
+def gate(cwd: Path, *extra: str, stack: Path = MINIMAL) -> tuple[dict[str, Any], float, str]:
     cwd.mkdir()
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "stackcheck.cli", "gate", "--stack", str(MINIMAL), "--area", "compliance", *extra],
+        [sys.executable, "-m", "stackcheck.cli", "gate", "--stack", str(stack), "--area", "compliance", *extra],
         capture_output=True,
         text=True,
         timeout=600,
@@ -72,16 +74,36 @@ def containers_created(client: docker.DockerClient, since: datetime.datetime, un
     return sum(1 for event in found if event["Actor"]["Attributes"].get(STACK_LABEL) == "minimal")
 
 
+def broken_minimal(folder: Path) -> Path:
+    """The minimal stack without its HSTS header and with Docker's default capabilities."""
+    shutil.copytree(MINIMAL.parent, folder)
+    conf, stack = folder / "nginx.conf", folder / "stack.toml"
+    hsts = 'add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;\n'
+    caps = 'cap_drop = ["ALL"]\n'
+    assert hsts in conf.read_text()
+    assert caps in stack.read_text()
+    conf.write_text(conf.read_text().replace(hsts, ""))
+    stack.write_text(stack.read_text().replace(caps, ""))
+    return stack
+
+
+@pytest.mark.parametrize("variant", ["clean", "broken"])
 def test_two_workers_give_every_check_the_verdict_a_serial_run_gives(
-    tmp_path: Path, docker_client: docker.DockerClient
+    variant: str, tmp_path: Path, docker_client: docker.DockerClient
 ) -> None:
-    serial, serial_s, _ = gate(tmp_path / "serial")
+    stack = MINIMAL if variant == "clean" else broken_minimal(tmp_path / "broken")
+    serial, serial_s, _ = gate(tmp_path / "serial", stack=stack)
     since = datetime.datetime.now(datetime.UTC)
-    parallel, parallel_s, out = gate(tmp_path / "parallel", "--workers", "2")
+    parallel, parallel_s, out = gate(tmp_path / "parallel", "--workers", "2", stack=stack)
     until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)
-    print(f"\nminimal stack, compliance gate: serial {serial_s:.1f}s, 2 workers {parallel_s:.1f}s\n{out[-2500:]}")
+    print(f"\n{variant} minimal stack, compliance gate: serial {serial_s:.1f}s, 2 workers {parallel_s:.1f}s")
+    print(out[-2500:])
     assert len(serial["checks"]) > 20
     assert verdicts(parallel) == verdicts(serial)
+    if variant == "broken":  # both runs fail it, on what was broken
+        assert serial["verdict"] == "fail"
+        found = {b["check"] for b in serial["breaches"]}
+        assert {"headers-hsts", "containers-capabilities"} <= found, serial["breaches"]
     assert containers_created(docker_client, since, until) == 1, "one boot for both workers"
     left = docker_client.containers.list(all=True, filters={"label": [RUN_LABEL, f"{STACK_LABEL}=minimal"]})
     assert not left, f"left behind: {[c.name for c in left]}"

@@ -3,6 +3,7 @@ and the run's drill.html/.md written again with it; later records show it in the
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 from pathlib import Path
 
@@ -124,16 +125,20 @@ def test_the_cli_signs_off_and_writes_the_record_again(
     earlier = drill(make_run, history, "r1-q1")  # the samples: this one ran 43 s before the breached one
     later = drill(make_run, history, "r2-q1", passed=False)
     monkeypatch.chdir(tmp_path)
+    today = {datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")}
     assert cli.main(["sign-off", "r1-q1", "--reviewer", "dave", "--accept", "--note", "RTO | well inside"]) == 0
+    today.add(datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d"))  # (a run across midnight)
     out = capsys.readouterr().out
-    assert "drill run r1-q1: signed off by dave at 2026-12-02 " in out
+    day = out.split("signed off by dave at ", 1)[1][:10]
+    assert day in today, out  # the sign-off is stamped with the clock of its moment, in UTC
+    assert f"drill run r1-q1: signed off by dave at {day} " in out
     assert f"record: {earlier / 'drill.html'}" in out
     html, md = (earlier / "drill.html").read_text(), (earlier / "drill.md").read_text()
     assert "<td>reviewer</td><td>dave</td>" in html
     assert "<td>outcome accepted</td><td>yes</td>" in html
     assert "<td>notes</td><td>RTO | well inside</td>" in html
     assert "- Reviewer: dave" in md
-    assert "- Date: 2026-12-02 " in md
+    assert f"- Date: {day} " in md
     assert "- Outcome accepted: yes" in md
     assert "- Notes: RTO \\| well inside" in md
     assert "none: this is the first run of this drill in the history" in md  # later runs are not earlier drills
@@ -145,7 +150,7 @@ def test_the_cli_signs_off_and_writes_the_record_again(
     assert cli.main(["sign-off", "r2-q1", "--reviewer", "carol", "--reject"]) == 0
     md2 = (later / "drill.md").read_text()
     assert "1 earlier run(s) of drill q1 on this stack in the history" in md2
-    assert "| PASS | alice | dave | 2026-12-02 " in md2
+    assert f"| PASS | alice | dave | {day} " in md2
     assert "| yes | RTO \\| well inside |" in md2
     assert "- Outcome accepted: no" in md2
     assert "- Notes: -" in md2

@@ -122,6 +122,10 @@ def test_q1_primary_failure_with_the_tuned_profile_meets_tier_1(cluster: Stack) 
 
 
 @pytest.mark.drill
+@pytest.mark.intermittent(
+    "1 of 3 clean-clone CIs (2026-12-03): not in steady state before the fault, both replicas 'running'"
+    " (not streaming) at lag 23200 after the 30 s settle; the drill itself passed in the others"
+)
 def test_q1_frozen_leader_is_replaced_and_demotes_when_thawed(cluster: Stack) -> None:
     """Was intermittent (2 of 5 runs: the thawed leader led again) until the patroni image got
     upstream's compare-and-swap leader-key write (stacks/images/patroni/patroni-backports.py)."""

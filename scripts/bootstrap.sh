@@ -17,6 +17,7 @@ python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 [[ "${STACKCHECK_OFFLINE:-}" == "0" ]] || command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v g++ >/dev/null || need_apt+=(g++)  # Ollama's cgo build (ggml) in the image catalog
+command -v patch >/dev/null || need_apt+=(patch)  # the Ollama build applies a backported fix
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
     echo "missing: ${need_apt[*]}; install them (Debian: apt-get install ${need_apt[*]}) and run again" >&2

@@ -459,13 +459,15 @@ class ImageBuilder:
                 continue
             key = prog.key().encode() + b"".join((spec.context / rel).read_bytes() for rel in prog.patches)
             gobin = self.cache_dir / "gobin" / hashlib.sha256(key).hexdigest()[:16]
-            if prog.patches and not (gobin / Path(prog.package).name).exists():
+            binary = gobin / Path(prog.package).name
+            if binary.exists():
+                pass  # built before, with the same version, flags and patches
+            elif prog.patches:
                 source = self._patched_source(go, prog, spec.context, env, gobin.name)
-                target = gobin / Path(prog.package).name
                 gobin.mkdir(parents=True, exist_ok=True)
-                cmd = [go, "build", *flags, "-o", str(target), "."]
+                cmd = [go, "build", *flags, "-o", str(binary), "."]
                 _run(cmd, source, {**env, **cgo}, f"go build {prog.package}", fix)
-            elif not (gobin / Path(prog.package).name).exists():
+            else:
                 _run(
                     [go, "install", *flags, f"{prog.package}@{prog.version}"],
                     None,
@@ -473,7 +475,7 @@ class ImageBuilder:
                     f"go install {prog.package}@{prog.version}",
                     fix,
                 )
-            shutil.copy2(gobin / Path(prog.package).name, out / prog.binary)
+            shutil.copy2(binary, out / prog.binary)
 
     def _patched_source(self, go: str, prog: GoProgram, context: Path, env: dict[str, str], key: str) -> Path:
         """A writable copy of the module's source with the program's patches applied (cached by key)."""

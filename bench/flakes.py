@@ -1,6 +1,7 @@
 """Flake record: run the gate N times and tabulate every check's outcome per run.
 
     .venv/bin/python bench/flakes.py --runs 10 --profile smoke
+    .venv/bin/python bench/flakes.py --runs 10 --workers 2        # parallel gates (pytest-xdist)
     .venv/bin/python bench/flakes.py --from reports/RUN_A reports/RUN_B   # tabulate earlier runs
 
 Each run is a real ``stackcheck gate`` (its own stack, its own reports/<run-id>/results.json).
@@ -147,6 +148,7 @@ def main() -> int:
     ap.add_argument("--profile", choices=["smoke", "full"], default="smoke")
     ap.add_argument("--stack", default=None, help="stack file (default: the gate's)")
     ap.add_argument("--area", action="append", default=[], help="only these gate areas")
+    ap.add_argument("--workers", type=int, default=1, help="each gate's pytest-xdist workers (default 1: serial)")
     ap.add_argument("--online", action="store_true", help="registry image base (default: offline, as scripts/gate)")
     ap.add_argument("--from", dest="existing", nargs="+", type=Path, help="tabulate these run directories instead")
     args = ap.parse_args()
@@ -155,6 +157,7 @@ def main() -> int:
     else:
         extra = ["--online" if args.online else "--offline"] + (["--stack", args.stack] if args.stack else [])
         extra += [a for area in args.area for a in ("--area", area)]
+        extra += ["--workers", str(args.workers)] if args.workers > 1 else []
         runs = [gate(args.profile, extra, i + 1, args.runs) for i in range(args.runs)]
     complete_load_objectives(runs)
     text, rows = table(runs)
